@@ -1,0 +1,114 @@
+"""Thin Typer commands: parse the arguments, call one function, turn a UserError into exit code 2.
+
+torch, torchvision and tensorboard are imported inside the commands, so ``mlp --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import functools
+from enum import Enum
+
+import typer
+
+from mlp.errors import Interrupted, UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, evaluate and explain multilayer-perceptron image classifiers.",
+)
+
+
+def command(fn):
+    """Register ``fn`` as a command; a UserError becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except Interrupted as e:
+            print(f"stopped by {e.signal_name}; last.pth is saved. Resume with:  mlp train --resume {e.run_dir}",
+                  file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return app.command(fn.__name__.rstrip("_"))(run)
+
+
+class SplitName(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+@command
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (configs/*.yaml)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field: --set model.width=256 (repeatable)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>-<time>/."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its folder or its last.pth."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --run-dir."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
+) -> None:
+    """Train a model; writes TensorBoard events, metrics.json and checkpoints to its run folder."""
+    if resume is not None and (config is not None or run_dir is not None or overwrite):
+        raise UserError("--resume continues a run with its own config and folder; "
+                        "drop --config/--run-dir/--overwrite (use --set to change a field)")
+    if config is None and resume is None:
+        raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
+    if print_config:
+        from mlp.config import dump_yaml, load_config
+
+        typer.echo(dump_yaml(load_config(config, set_)), nl=False)
+        return
+    from mlp.train import train_from_files
+
+    train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress)
+
+
+@command
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train."),
+    split: SplitName = typer.Option(SplitName.test, "--split", help="Which split to measure."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the data set."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Rebuild a model from its checkpoint alone and report loss, accuracy and per-class results."""
+    from mlp.config import TrainConfig
+    from mlp.evaluate import evaluate_checkpoint, format_report
+
+    if device is not None:
+        _validated(TrainConfig, "device", device, "--device")
+    result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
+
+
+def _validated(section, field: str, value, flag: str):
+    from pydantic import ValidationError
+
+    try:
+        return getattr(section.model_validate({field: value}), field)
+    except ValidationError as e:
+        raise UserError(f"{flag}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
+def main() -> None:
+    app()

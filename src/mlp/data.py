@@ -1,0 +1,240 @@
+"""Data sets as whole tensors on the training device, the batch iterator, batched augmentation.
+
+Files are read in torchvision's on-disk layout (``ROOT/MNIST/raw/...``,
+``ROOT/cifar-10-batches-py/...``).  When they are missing, torchvision's download (with
+its checksum checks) is tried if ``data.download`` is on; otherwise, or when that fails
+for want of a network, the error names the missing files and the folder they belong in.
+
+After loading, a split is two tensors on the device: normalised float images (N, C, H, W)
+and int64 labels.  A batch is an index slice of a seeded permutation, and augmentation is
+done on the whole batch at once, so there is no per-sample Python on the training path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlp.errors import UserError
+
+DATA_ROOT_ENV = "MLP_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    torchvision_class: str  # the class in torchvision.datasets that downloads it
+    input_shape: tuple[int, int, int]
+    file_format: str  # "idx" (MNIST family) or "cifar" (pickled batches)
+    augment: str  # "shift" (small translations) or "crop_flip" (padded crop + mirror)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("MNIST", (1, 28, 28), "idx", "shift"),
+    "fashion_mnist": DatasetInfo("FashionMNIST", (1, 28, 28), "idx", "shift"),
+    "kmnist": DatasetInfo("KMNIST", (1, 28, 28), "idx", "shift"),
+    "cifar10": DatasetInfo("CIFAR10", (3, 32, 32), "cifar", "crop_flip"),
+    "cifar100": DatasetInfo("CIFAR100", (3, 32, 32), "cifar", "crop_flip"),
+}
+
+
+def resolve_root(configured: str | os.PathLike) -> Path:
+    """``MLP_DATA_ROOT`` wins over ``data.root``, so one machine can point every run at its copy."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser()
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, DATASETS[name].torchvision_class)
+
+
+def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The folder torchvision keeps this data set in, and the files that must be there."""
+    cls = _torchvision_class(name)
+    if DATASETS[name].file_format == "idx":
+        folder = root / cls.__name__ / "raw"
+        files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    else:
+        folder = root / cls.base_folder
+        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return folder, files
+
+
+def ensure_files(name: str, root: Path, download: bool) -> None:
+    folder, files = expected_files(name, root)
+    missing = [f for f in files if not (folder / f).is_file()]
+    if not missing:
+        return
+    reason = "set data.download=true to fetch them where there is a network"
+    if download:
+        try:
+            _torchvision_class(name)(str(root), train=True, download=True)
+            return
+        except Exception as e:  # no network, a mirror down, a checksum mismatch ...
+            first = str(e).strip().splitlines()
+            reason = f"the download failed ({first[-1] if first else type(e).__name__})"
+            missing = [f for f in files if not (folder / f).is_file()]
+    raise UserError(
+        f"data set '{name}' is missing {', '.join(missing)} in {folder}/: {reason}; "
+        f"or copy torchvision's files there, or point data.root (or ${DATA_ROOT_ENV}) "
+        f"at the folder that holds {folder.relative_to(root)}/"
+    )
+
+
+def read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images (N, C, H, W), int64 labels (N,) and the class names of one split."""
+    info = DATASETS[name]
+    cls = _torchvision_class(name)
+    folder, _ = expected_files(name, root)
+    try:
+        if info.file_format == "idx":
+            ds = cls(str(root), train=train, download=False)
+            images, labels, classes = ds.data.unsqueeze(1), ds.targets.long(), list(ds.classes)
+        else:
+            chunks, labels = [], []
+            for filename, _ in cls.train_list if train else cls.test_list:
+                entry = _unpickle(folder / filename)
+                chunks.append(np.asarray(entry["data"], dtype=np.uint8))
+                labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            images = torch.from_numpy(np.concatenate(chunks)).reshape(-1, *info.input_shape)
+            labels = torch.tensor(labels, dtype=torch.long)
+            classes = list(_unpickle(folder / cls.meta["filename"])[cls.meta["key"]])
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"cannot read data set '{name}' in {folder}/ ({type(e).__name__}: {e}); "
+            "the files are damaged or not in torchvision's format: replace them"
+        ) from None
+    if images.shape[1:] != info.input_shape or len(images) != len(labels):
+        raise UserError(
+            f"data set '{name}' in {folder}/ has images of shape {tuple(images.shape[1:])} and "
+            f"{len(labels)} labels for {len(images)} images; expected {info.input_shape}, one label each"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise UserError(f"data set '{name}' in {folder}/ has labels outside 0..{len(classes) - 1}")
+    return images, labels, classes
+
+
+def _unpickle(path: Path) -> dict:
+    # The CIFAR batches are Python pickles: that is the format torchvision downloads.
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # float32, normalised, (N, C, H, W), on the device
+    labels: torch.Tensor  # int64 (N,), on the device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    name: str
+    train: Split
+    val: Split | None  # None when data.val_size is 0
+    test: Split
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+
+
+def normalise(images_u8: torch.Tensor, mean, std, device) -> torch.Tensor:
+    x = images_u8.to(device=device, dtype=torch.float32).div_(255)
+    shape = (1, -1, 1, 1)
+    return x.sub_(torch.tensor(mean, device=device).view(shape)).div_(torch.tensor(std, device=device).view(shape))
+
+
+def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test")) -> Data:
+    """Read the files once and hold every split as normalised tensors on ``device``.
+
+    The validation images are a seeded random ``val_size`` of the training split; the
+    normalisation statistics are those of the remaining training images.
+    """
+    name = data_cfg.dataset
+    root = resolve_root(data_cfg.root)
+    ensure_files(name, root, data_cfg.download)
+    images, labels, classes = read_split(name, root, train=True)
+    if data_cfg.val_size >= len(labels):
+        raise UserError(
+            f"data.val_size is {data_cfg.val_size} but '{name}' has only {len(labels)} training images; "
+            "choose a smaller data.val_size"
+        )
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[: data_cfg.val_size], order[data_cfg.val_size :]
+    train_u8 = images[train_idx]
+    as_float = train_u8.float().div_(255)
+    mean = as_float.mean(dim=(0, 2, 3)).tolist()
+    std = as_float.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    del as_float
+
+    def split(imgs, labs):
+        return Split(normalise(imgs, mean, std, device), labs.to(device))
+
+    train = split(train_u8, labels[train_idx])
+    val = split(images[val_idx], labels[val_idx]) if data_cfg.val_size else None
+    test_images, test_labels, _ = read_split(name, root, train=False)
+    return Data(name, train, val, split(test_images, test_labels), classes,
+                DATASETS[name].input_shape, mean, std)
+
+
+def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: int,
+                    mean, std, device: torch.device) -> Split:
+    """One split for evaluation, normalised with the statistics stored in a checkpoint.
+
+    ``train`` and ``val`` are the same seeded partition the run trained with.
+    """
+    ensure_files(dataset, root, download=False)
+    images, labels, _ = read_split(dataset, root, train=split != "test")
+    if split != "test":
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        idx = order[:val_size] if split == "val" else order[val_size:]
+        images, labels = images[idx], labels[idx]
+    return Split(normalise(images, mean, std, device), labels.to(device))
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
+                  rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    """Index tensors for one epoch: consecutive slices of a seeded permutation.
+
+    The permutation is drawn on the CPU so a seed gives the same order on every device.
+    With several processes, each takes its own disjoint share of every global batch.
+    """
+    perm = torch.randperm(n, generator=generator).to(device)
+    batches = perm.split(batch_size)
+    if world_size > 1:
+        batches = [b[rank::world_size] for b in batches]
+    return list(batches)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad_value: torch.Tensor) -> torch.Tensor:
+    """Per-sample random translation (and mirror for ``crop_flip``) of a whole batch in one gather.
+
+    torchvision's batch transforms draw one set of parameters per call; here every image
+    gets its own, drawn from ``generator`` so that a resumed run repeats them exactly.
+    """
+    b, c, h, w = x.shape
+    pad = 2 if kind == "shift" else 4
+    padded = pad_value.view(1, c, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    padded[:, :, pad : pad + h, pad : pad + w] = x
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device, generator=generator)
+    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
+    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
+    if kind == "crop_flip":
+        flip = torch.rand(b, 1, 1, 1, device=x.device, generator=generator) < 0.5
+        cols = torch.where(flip, cols.flip(3), cols)
+    return padded.gather(2, rows).gather(3, cols)

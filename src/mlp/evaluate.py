@@ -1,0 +1,85 @@
+"""Metrics over a whole split: loss, accuracy, per-class accuracy and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mlp.data import Split
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: Split, num_classes: int, batch_size: int = 1024) -> dict[str, Any]:
+    """Everything is summed on the device and read back once at the end."""
+    was_training = model.training
+    model.eval()
+    device = split.labels.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+    for start in range(0, len(split), batch_size):
+        x = split.images[start : start + batch_size]
+        y = split.labels[start : start + batch_size]
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+    model.train(was_training)
+    confusion = confusion.view(num_classes, num_classes).cpu()  # rows: true class, columns: predicted
+    total = int(confusion.sum())
+    correct = int(confusion.diag().sum())
+    per_class = confusion.diag() / confusion.sum(1).clamp_min(1)
+    return {
+        "loss": loss_sum.item() / max(total, 1),
+        "accuracy": correct / max(total, 1),
+        "correct": correct,
+        "total": total,
+        "per_class_accuracy": per_class.tolist(),
+        "confusion": confusion.tolist(),
+    }
+
+
+def format_report(result: dict[str, Any], classes: list[str], title: str) -> str:
+    """A readable table: headline numbers, per-class accuracy, the confusion matrix."""
+    lines = [
+        title,
+        f"accuracy  {result['accuracy'] * 100:.2f}%  ({result['correct']}/{result['total']})",
+        f"loss      {result['loss']:.4f}",
+        "",
+        "per-class accuracy",
+    ]
+    name_w = max(len(c) for c in classes)
+    for name, acc, row in zip(classes, result["per_class_accuracy"], result["confusion"]):
+        lines.append(f"  {name:<{name_w}}  {acc * 100:6.2f}%  (n={sum(row)})")
+    if len(classes) <= 20:
+        cell = max(4, len(str(max(max(r) for r in result["confusion"])))) + 1
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class index)",
+                  " " * (name_w + 7) + "".join(f"{i:>{cell}}" for i in range(len(classes)))]
+        for i, (name, row) in enumerate(zip(classes, result["confusion"])):
+            lines.append(f"  {i:>3} {name:<{name_w}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None = None,
+                        device: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """``mlp eval``: rebuild the model from the file alone and measure it on one split."""
+    from mlp.checkpoint import load_checkpoint, rebuild_model
+    from mlp.data import load_eval_split, resolve_root
+    from mlp.train import pick_device
+
+    ckpt = load_checkpoint(path)
+    cfg, model = rebuild_model(ckpt, path)
+    dev = pick_device(device or cfg.train.device)
+    root = Path(data_root).expanduser() if data_root else resolve_root(cfg.data.root)
+    if split == "val" and cfg.data.val_size == 0:
+        from mlp.errors import UserError
+
+        raise UserError(f"{path} was trained with data.val_size 0: there is no validation split; use --split test")
+    norm = ckpt["normalization"]
+    data = load_eval_split(cfg.data.dataset, root, split, cfg.seed, cfg.data.val_size,
+                           norm["mean"], norm["std"], dev)
+    model.to(dev)
+    result = evaluate(model, data, len(ckpt["classes"]), batch_size or cfg.train.eval_batch_size)
+    return {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split,
+            "classes": ckpt["classes"], **result}

@@ -1,0 +1,167 @@
+"""The activation registry and the MLP builder.
+
+The model is Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, built as
+nested ``nn.Sequential`` so every piece has a readable name in the state dict and in
+TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Swish(nn.Module):
+    """x · sigmoid(β·x); β = 1 is SiLU.  With ``learnable`` β is trained (one per layer)."""
+
+    def __init__(self, beta: float = 1.0, learnable: bool = False):
+        super().__init__()
+        beta_t = torch.tensor(float(beta))
+        if learnable:
+            self.beta = nn.Parameter(beta_t)
+        else:
+            self.register_buffer("beta", beta_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta.item():.3g}, learnable={isinstance(self.beta, nn.Parameter)}"
+
+
+@dataclass(frozen=True)
+class Activation:
+    build: Callable[..., nn.Module]  # build(width, **params)
+    params: dict[str, Any] = field(default_factory=dict)  # accepted parameters and their defaults
+    gain: str = "relu"  # the nonlinearity name torch.nn.init uses for this one's weight scale
+    family: str = "relu"  # relu (units can die) | saturating (sigmoid-like) | smooth | self_normalising
+
+
+def _swish(width, beta, learnable):
+    return nn.SiLU() if beta == 1.0 and not learnable else Swish(beta, learnable)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(lambda w: nn.ReLU()),
+    "relu6": Activation(lambda w: nn.ReLU6()),
+    "leaky_relu": Activation(lambda w, negative_slope: nn.LeakyReLU(negative_slope),
+                             {"negative_slope": 0.01}, gain="leaky_relu"),
+    "prelu": Activation(lambda w, per_unit, init: nn.PReLU(w if per_unit else 1, init),
+                        {"per_unit": False, "init": 0.25}, gain="leaky_relu"),
+    "elu": Activation(lambda w, alpha: nn.ELU(alpha), {"alpha": 1.0}, family="smooth"),
+    "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth"),
+    "selu": Activation(lambda w: nn.SELU(), gain="linear", family="self_normalising"),
+    "sigmoid": Activation(lambda w: nn.Sigmoid(), gain="sigmoid", family="saturating"),
+    "tanh": Activation(lambda w: nn.Tanh(), gain="tanh", family="saturating"),
+    "softsign": Activation(lambda w: nn.Softsign(), gain="tanh", family="saturating"),
+    "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth"),
+    "gelu": Activation(lambda w, approximate: nn.GELU(approximate), {"approximate": "none"}, family="smooth"),
+    "softplus": Activation(lambda w, beta, threshold: nn.Softplus(beta, threshold),
+                           {"beta": 1.0, "threshold": 20.0}, family="smooth"),
+    "mish": Activation(lambda w: nn.Mish(), family="smooth"),
+    "hardswish": Activation(lambda w: nn.Hardswish(), family="smooth"),
+    "identity": Activation(lambda w: nn.Identity(), gain="linear", family="linear"),
+}
+ALIASES = {"swish": "silu", "linear": "identity", "leakyrelu": "leaky_relu"}
+_CHOICES = {"approximate": ("none", "tanh")}
+
+
+def parse_activation(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``"relu"`` or ``{name: leaky_relu, negative_slope: 0.1}`` → (canonical name, given params)."""
+    if isinstance(spec, str):
+        name, params = spec, {}
+    elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    else:
+        raise ValueError("an activation is a name, or a mapping with a 'name' key and its parameters")
+    name = name.strip().lower().replace("-", "_")
+    name = ALIASES.get(name, name)
+    if name not in ACTIVATIONS:
+        choices = sorted(ACTIVATIONS) + sorted(ALIASES)
+        close = difflib.get_close_matches(name, choices, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown activation '{name}'{hint} (choices: {', '.join(choices)})")
+    accepted = ACTIVATIONS[name].params
+    for key, value in params.items():
+        if key not in accepted:
+            takes = ", ".join(accepted) if accepted else "no parameters"
+            raise ValueError(f"activation '{name}' has no parameter '{key}' (it takes {takes})")
+        default = accepted[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = value in _CHOICES.get(key, ())
+        if not ok:
+            want = "true or false" if isinstance(default, bool) else (
+                "a number" if isinstance(default, float) else " or ".join(_CHOICES[key]))
+            raise ValueError(f"activation '{name}': {key} must be {want} (got {value!r})")
+    return name, {k: float(v) if isinstance(accepted[k], float) else v for k, v in params.items()}
+
+
+def make_activation(spec, width: int) -> nn.Module:
+    name, params = parse_activation(spec)
+    act = ACTIVATIONS[name]
+    return act.build(width, **{**act.params, **params})
+
+
+def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
+    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    in_features = math.prod(input_shape)
+    for i, width in enumerate(model_cfg.widths):
+        block: OrderedDict[str, nn.Module] = OrderedDict(linear=nn.Linear(in_features, width, bias=model_cfg.bias))
+        if model_cfg.norm == "batch":
+            block["norm"] = nn.BatchNorm1d(width)
+        elif model_cfg.norm == "layer":
+            block["norm"] = nn.LayerNorm(width)
+        block["activation"] = make_activation(model_cfg.activation, width)
+        if model_cfg.dropout > 0:
+            block["dropout"] = nn.Dropout(model_cfg.dropout)
+        layers[f"hidden{i}"] = nn.Sequential(block)
+        in_features = width
+    layers["output"] = nn.Linear(in_features, num_classes, bias=model_cfg.bias)
+    model = nn.Sequential(layers)
+    init_weights(model, model_cfg)
+    return model
+
+
+def hidden_layers(model: nn.Sequential) -> list[nn.Sequential]:
+    return [m for name, m in model.named_children() if name.startswith("hidden")]
+
+
+def init_weights(model: nn.Sequential, model_cfg) -> None:
+    """``auto``: He for the ReLU family, Xavier for sigmoid/tanh, LeCun normal for SELU.
+
+    The output layer has no activation after it and gets the linear (LeCun) scale.
+    """
+    if model_cfg.init == "default":
+        return
+    name, params = parse_activation(model_cfg.activation)
+    act = ACTIVATIONS[name]
+    slope = {**act.params, **params}.get("negative_slope", {**act.params, **params}.get("init", 0.0))
+    for layer in [h.linear for h in hidden_layers(model)] + [model.output]:
+        gain_name = act.gain if layer is not model.output else "linear"
+        scheme = model_cfg.init
+        if scheme == "auto":
+            scheme = "xavier" if gain_name in ("sigmoid", "tanh") else "kaiming"
+        if scheme == "kaiming":
+            nonlinearity = gain_name if gain_name in ("relu", "leaky_relu") else "linear"
+            nn.init.kaiming_normal_(layer.weight, a=slope, nonlinearity=nonlinearity)
+        elif scheme == "xavier":
+            nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(gain_name, slope))
+        elif scheme == "orthogonal":
+            nn.init.orthogonal_(layer.weight, gain=nn.init.calculate_gain(gain_name, slope))
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,336 @@
+"""The training loop: ``fit(config) -> run directory``.
+
+Read top to bottom: pick the device, load the data onto it, build the model and optimizer,
+make the run folder, then one loop over epochs and batches.  Every epoch ends with a
+validation pass, ``last.pth`` (everything needed to resume exactly), ``checkpoint.pth``
+when validation accuracy improved, and ``metrics.json``.  The run closes with the best
+checkpoint measured on the test split.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mlp import __version__
+from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from mlp.config import Config, dump_yaml, load_config, set_dotted, parse_override, validate_config
+from mlp.data import DATASETS, augment, epoch_batches, load_data
+from mlp.errors import Interrupted, UserError
+from mlp.evaluate import evaluate
+from mlp.model import build_model, count_parameters
+from mlp.tensorboard import RunLogger
+
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device is '{name}' but this machine has no CUDA device; use auto or cpu")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise UserError(f"train.device is '{name}' but there are only {torch.cuda.device_count()} CUDA devices")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("train.device is 'mps' but MPS is not available here; use auto or cpu")
+    return torch.device(name)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                               nesterov=o.nesterov, weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
+    """A scheduler stepped once per optimizer step, or None for a constant rate."""
+    s, sched = cfg.scheduler, torch.optim.lr_scheduler
+    total = cfg.train.epochs * steps_per_epoch
+    if s.name == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=s.max_lr or cfg.optimizer.lr, total_steps=total,
+                                pct_start=s.pct_start)
+    warmup = min(round(s.warmup_epochs * steps_per_epoch), total - 1)
+    if s.name == "step":
+        main = sched.StepLR(optimizer, step_size=s.step_size * steps_per_epoch, gamma=s.gamma)
+    elif s.name == "cosine":
+        main = sched.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=s.min_lr)
+    else:
+        main = None
+    if warmup <= 0:
+        return main
+    ramp = sched.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
+    return sched.SequentialLR(optimizer, [ramp, main or sched.ConstantLR(optimizer, factor=1.0, total_iters=0)],
+                              milestones=[warmup])
+
+
+def make_run_dir(cfg: Config, run_dir: Path | None, overwrite: bool, runs_root: Path) -> Path:
+    """A fresh folder: ``runs/<name>-<time>`` (never reused), or the ``--run-dir`` asked for."""
+    if run_dir is None:
+        base = Path(runs_root) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = base, 2
+        while True:
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run-dir {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
+                            f"or use --resume {path} to continue it")
+        for item in path.iterdir():
+            if item.name in RUN_FILES or item.name.startswith("events.out.tfevents."):
+                item.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class StopRequest:
+    """The first SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT quits."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after this step "
+                   "(Ctrl-C again to quit at once)")
+
+    @contextmanager
+    def installed(self):
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, Any], Path]:
+    """The config, saved state and run folder of a run to continue (``--resume``)."""
+    path = Path(path)
+    file = path / "last.pth" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise UserError(f"--resume {path}: no last.pth in that folder, so there is nothing to resume")
+    ckpt = load_checkpoint(file)
+    if "resume" not in ckpt:
+        raise UserError(f"--resume {file}: this checkpoint has no training state (it is a best-model "
+                        f"checkpoint); resume from last.pth in the same run folder")
+    raw = ckpt["config"]
+    for item in overrides:
+        set_dotted(raw, *parse_override(item))
+    cfg = validate_config(raw, source=f"config in {file}")
+    return cfg, ckpt, file.parent
+
+
+def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | None = None,
+        overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True) -> Path:
+    device = pick_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.data, device, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, len(data.classes)).to(device)
+    optimizer = build_optimizer(cfg, model)
+    n_train, batch_size = len(data.train), cfg.train.batch_size
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    data_rng = torch.Generator().manual_seed(cfg.seed)  # batch order
+    augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    pad_value = (-torch.tensor(data.mean) / torch.tensor(data.std)).to(device)  # a black pixel, normalised
+    augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
+
+    # Where the loop starts: from scratch, or exactly where last.pth left off.
+    epoch, batch_in_epoch, step = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    best = {"epoch": None, "val_accuracy": -1.0}
+    carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+    window = torch.zeros(cfg.train.log_every, device=device)  # the current logging interval's losses
+    if resume is not None:
+        state = resume["resume"]
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
+        history, best, carried = state["history"], state["best"], state["accumulated"]
+        window.copy_(state["window"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        augment_rng.set_state(state["rng"]["augment"])
+        data_rng.set_state(state["rng"]["data_epoch_start"])
+    else:
+        run_dir = make_run_dir(cfg, run_dir, overwrite, runs_root)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    n_params = count_parameters(model)
+    widths = " → ".join(str(w) for w in [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)])
+    print(f"run      {run_dir}")
+    print(f"model    {widths}, {cfg.model.activation if isinstance(cfg.model.activation, str) else cfg.model.activation['name']}, "
+          f"{n_params:,} parameters")
+    print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
+          f"{len(data.test)} test images on {device}")
+    logger = RunLogger(run_dir, purge_step=step if resume is not None else None)
+
+    def payload(kind: str) -> dict[str, Any]:
+        return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
+                "model_state": model.state_dict(), "classes": data.classes,
+                "input_shape": list(data.input_shape),
+                "normalization": {"mean": data.mean, "std": data.std},
+                "epoch": epoch, "step": step, "parameters": n_params}
+
+    def save_last(epoch_start_rng: torch.Tensor, loss_sum, correct, seen, elapsed) -> None:
+        save_checkpoint(run_dir / "last.pth", {**payload("last"), "resume": {
+            "epoch": epoch, "batch": batch_in_epoch, "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "data_epoch_start": epoch_start_rng,
+                    "augment": augment_rng.get_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
+            "window": window.cpu(),
+            "history": history, "best": best}})
+
+    def write_metrics(status: str, test: dict | None = None) -> None:
+        atomic_write_json(run_dir / "metrics.json", {
+            "name": cfg.name, "status": status, "device": str(device), "parameters": n_params,
+            "epochs": history, "best": best, **({"test": test} if test is not None else {})})
+
+    stop = StopRequest()
+    with stop.installed():
+        while epoch < cfg.train.epochs:
+            epoch_start_rng = data_rng.get_state()
+            batches = epoch_batches(n_train, batch_size, data_rng, device)
+            loss_sum = torch.tensor(carried["loss_sum"], device=device, dtype=torch.float64)
+            correct = torch.tensor(carried["correct"], device=device)
+            seen, elapsed = carried["seen"], carried["time"]
+            model.train()
+            bar = tqdm(total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       leave=False, dynamic_ncols=True, disable=not progress)
+            started = time.perf_counter()
+            for idx in batches[batch_in_epoch:]:
+                x, y = data.train.images[idx], data.train.labels[idx]
+                if augment_kind:
+                    x = augment(x, augment_kind, augment_rng, pad_value)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                window[step % cfg.train.log_every] = loss.detach()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                step += 1
+                batch_in_epoch += 1
+                bar.update()
+                if step % cfg.train.log_every == 0:
+                    _check_finite(window, step - cfg.train.log_every, write_metrics)
+                    running = window.mean().item()
+                    logger.step(step, running, optimizer.param_groups[0]["lr"])
+                    bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
+                if stop.signum is not None and batch_in_epoch < len(batches):
+                    break
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed += time.perf_counter() - started
+            bar.close()
+            done = step % cfg.train.log_every
+            _check_finite(window[:done], step - done, write_metrics)
+            if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
+                save_last(epoch_start_rng, loss_sum.item(), correct.item(), seen, elapsed)
+                write_metrics("interrupted")
+                logger.close()
+                raise Interrupted(stop.signum, run_dir)
+
+            record = {"epoch": epoch + 1, "step": step,
+                      "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
+            if data.val is not None:
+                val = evaluate(model, data.val, len(data.classes), cfg.train.eval_batch_size)
+                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            record.update(lr=optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 4),
+                          samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
+            history.append(record)
+            logger.epoch(epoch + 1, record)
+            improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
+            if improved:
+                best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
+                        "val_loss": record.get("val_loss")}
+            epoch, batch_in_epoch = epoch + 1, 0
+            carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+            if improved:
+                save_checkpoint(run_dir / "checkpoint.pth", {**payload("best"), "metrics": record})
+            save_last(data_rng.get_state(), 0.0, 0, 0, 0.0)
+            write_metrics("running")
+            print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
+            if stop.signum is not None and epoch < cfg.train.epochs:
+                write_metrics("interrupted")
+                logger.close()
+                raise Interrupted(stop.signum, run_dir)
+
+    # The final report: the best checkpoint, measured once on the test split.
+    best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
+    model.load_state_dict(best_ckpt["model_state"])
+    test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
+    test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
+    save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
+    write_metrics("finished", test_summary)
+    logger.test(best["epoch"], test)
+    logger.close()
+    print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
+          f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
+    return run_dir
+
+
+def _check_finite(losses: torch.Tensor, first_step: int, write_metrics) -> None:
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0])
+    write_metrics("diverged")
+    raise UserError(f"training diverged: the loss is {losses[bad].item()} at step {first_step + bad + 1}; "
+                    "lower optimizer.lr or set train.grad_clip (last.pth and checkpoint.pth, if any, "
+                    "hold the last finished epoch)")
+
+
+def _summary(record: dict, epochs: int, best: bool) -> str:
+    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}",
+             f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}"]
+    if "val_accuracy" in record:
+        parts.append(f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}")
+    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f}/s)")
+    return "  ".join(parts) + ("  *" if best else "")
+
+
+def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | None = None,
+                     resume: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """What ``mlp train`` does: resolve the config (or the run to resume) and fit."""
+    if resume is not None:
+        cfg, ckpt, folder = resume_target(resume, overrides)
+        return fit(cfg, folder, resume=ckpt, progress=progress)
+    cfg = load_config(config, overrides)
+    return fit(cfg, run_dir, overwrite=overwrite, progress=progress)
