@@ -249,6 +249,8 @@ def _describe(error: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = "" if isinstance(given, dict) or kind in ("value_error",) else f" (got {given!r})"
+    if msg.startswith(field + "."):  # a check across fields already names them
+        return f"{msg}{shown}"
     return f"{field}: {msg}{shown}"
 
 

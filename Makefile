@@ -1,0 +1,33 @@
+# make train: set up .venv and train configs/mnist.yaml.  make test: set up .venv and run the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= configs/mnist.yaml
+ARGS   ?=
+PYTEST_ARGS ?=
+BIN    := $(VENV)/bin
+
+.PHONY: setup train test test-fast test-slow clean
+
+setup: $(VENV)/.installed
+
+# Reinstalled when pyproject.toml changes.  torch comes from PyPI's default build (it runs on CPU too).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+train: setup
+	$(BIN)/mlp train --config $(CONFIG) $(ARGS)
+
+# Everything, the real-data tests too when MLP_DATA_ROOT holds MNIST (skipped otherwise).
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from fakedata import write_cifar, write_mnist
+from mlp.config import Config
+from mlp.data import augment, epoch_batches, load_data
+from mlp.errors import UserError
+
+
+def _cfg(**data):
+    return Config.model_validate({"data": {"val_size": 100, **data}}).data
+
+
+@pytest.mark.parametrize("dataset,shape,classes", [("mnist", (1, 28, 28), 10), ("fashion_mnist", (1, 28, 28), 10),
+                                                    ("cifar10", (3, 32, 32), 10)])
+def test_fabricated_files_load_as_normalised_device_tensors(dataset, shape, classes):
+    data = load_data(_cfg(dataset=dataset), torch.device("cpu"), seed=0)
+    assert data.input_shape == shape and len(data.classes) == classes
+    assert data.train.images.shape[1:] == shape and data.train.images.dtype == torch.float32
+    assert len(data.val) == 100 and len(data.train) + len(data.val) in (1200, 1000)
+    assert len(data.test) in (300, 200)
+    # normalised with the training images' own statistics
+    per_channel = data.train.images.transpose(0, 1).reshape(shape[0], -1)
+    assert torch.allclose(per_channel.mean(1), torch.zeros(shape[0]), atol=1e-4)
+    assert torch.allclose(per_channel.std(1), torch.ones(shape[0]), atol=1e-3)
+
+
+def test_cifar100_layout(tmp_path, monkeypatch):
+    write_cifar(tmp_path, n_train=300, n_test=50, num_classes=100)
+    monkeypatch.setenv("MLP_DATA_ROOT", str(tmp_path))
+    data = load_data(_cfg(dataset="cifar100", val_size=50), torch.device("cpu"), seed=0)
+    assert len(data.classes) == 100 and data.classes[7] == "class7"
+    assert len(data.train) == 250 and len(data.test) == 50
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    a = load_data(_cfg(), torch.device("cpu"), seed=3)
+    b = load_data(_cfg(), torch.device("cpu"), seed=3)
+    c = load_data(_cfg(), torch.device("cpu"), seed=4)
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    train_rows = {tuple(r.tolist()) for r in a.train.images.flatten(1)[:, ::37]}
+    assert not any(tuple(r.tolist()) in train_rows for r in a.val.images.flatten(1)[:, ::37])
+
+
+def test_missing_files_name_the_files_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_DATA_ROOT", str(tmp_path))
+    with pytest.raises(UserError) as e:
+        load_data(_cfg(download=False), torch.device("cpu"), seed=0)
+    msg = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg
+    assert "MLP_DATA_ROOT" in msg and "\n" not in msg
+
+
+def test_download_failure_is_reported_in_one_line(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(self, *a, **k):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirror, got: no network")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    monkeypatch.setenv("MLP_DATA_ROOT", str(tmp_path))
+    with pytest.raises(UserError, match=r"download failed .*no network.*MNIST/raw") as e:
+        load_data(_cfg(download=True), torch.device("cpu"), seed=0)
+    assert "\n" not in str(e.value)
+
+
+def test_damaged_file_is_a_user_error(tmp_path, monkeypatch):
+    raw = write_mnist(tmp_path, n_train=50, n_test=10)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    monkeypatch.setenv("MLP_DATA_ROOT", str(tmp_path))
+    with pytest.raises(UserError, match="cannot read data set 'mnist'"):
+        load_data(_cfg(val_size=5), torch.device("cpu"), seed=0)
+
+
+def test_val_size_larger_than_training_split():
+    with pytest.raises(UserError, match="data.val_size"):
+        load_data(_cfg(val_size=5000), torch.device("cpu"), seed=0)
+
+
+def test_epoch_batches_cover_every_index_once_and_follow_the_seed():
+    batches = epoch_batches(130, 64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert [len(b) for b in batches] == [64, 64, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(130))
+    again = epoch_batches(130, 64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(batches, again))
+    shards = epoch_batches(130, 64, torch.Generator().manual_seed(0), torch.device("cpu"), rank=1, world_size=2)
+    assert torch.equal(shards[0], batches[0][1::2])
+
+
+@pytest.mark.parametrize("kind,max_shift", [("shift", 2), ("crop_flip", 4)])
+def test_augment_moves_each_image_by_its_own_offset(kind, max_shift):
+    x = torch.zeros(256, 1, 8, 8)
+    x[:, :, 4, 4] = 1.0  # one bright pixel per image
+    out = augment(x, kind, torch.Generator().manual_seed(0), torch.tensor([-1.0]))
+    assert out.shape == x.shape
+    pos = (out[:, 0] == 1).flatten(1).float().argmax(1)
+    rows, cols = pos // 8, pos % 8
+    assert (rows - 4).abs().max() <= max_shift
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # offsets differ per image
+    assert (out == -1).any()  # padding is the given background value
+    again = augment(x, kind, torch.Generator().manual_seed(0), torch.tensor([-1.0]))
+    assert torch.equal(out, again)

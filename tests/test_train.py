@@ -1,0 +1,112 @@
+"""Real (small) trainings on the fabricated data, checked through what a user sees."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import REAL_DATA_ROOT, run_mlp, write_config
+from mlp.checkpoint import load_checkpoint
+from mlp.config import load_config
+from mlp.evaluate import evaluate_checkpoint
+from mlp.train import fit
+
+
+def _fit(path, overrides=(), run_dir="run"):
+    return fit(load_config(path, list(overrides)), run_dir, progress=False)
+
+
+def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
+    run = _fit(tiny_config, ["train.epochs=3"])
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events")) == \
+        ["checkpoint.pth", "config.yaml", "last.pth", "metrics.json"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = metrics["epochs"]
+    assert metrics["status"] == "finished" and len(history) == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
+    assert metrics["test"]["accuracy"] > 0.9
+    assert all(r["train_time_s"] > 0 and r["samples_per_s"] > 0 for r in history)
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["width"] == 64
+
+    events = EventAccumulator(str(run)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"step/loss", "step/lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy",
+            "test/accuracy"} <= tags
+    assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2, 3]
+    steps = [e.step for e in events.Scalars("step/loss")]
+    assert steps == list(range(5, 3 * 16 + 1, 5))  # 1000 images / 64 = 16 steps an epoch, log_every 5
+
+
+def test_checkpoint_is_plain_data_and_eval_reproduces_the_test_accuracy(tiny_config):
+    run = _fit(tiny_config)
+    raw = torch.load(run / "checkpoint.pth", weights_only=True)
+    assert raw["format_version"] == 1 and raw["classes"][0] == "0 - zero"
+    assert raw["input_shape"] == [1, 28, 28] and len(raw["normalization"]["mean"]) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = evaluate_checkpoint(run / "checkpoint.pth")
+    assert result["accuracy"] == metrics["test"]["accuracy"]
+    assert result["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-5)
+    assert sum(map(sum, result["confusion"])) == 300 and len(result["per_class_accuracy"]) == 10
+    val = evaluate_checkpoint(run / "checkpoint.pth", split="val")
+    assert val["total"] == 200 and val["accuracy"] == metrics["best"]["val_accuracy"]
+
+
+def test_same_seed_same_metrics_on_cpu(tiny_config):
+    a = json.loads((_fit(tiny_config, run_dir="a") / "metrics.json").read_text())
+    b = json.loads((_fit(tiny_config, run_dir="b") / "metrics.json").read_text())
+    c = json.loads((_fit(tiny_config, ["seed=1"], run_dir="c") / "metrics.json").read_text())
+    strip = lambda m: [{k: v for k, v in r.items() if k not in ("train_time_s", "samples_per_s")} for r in m["epochs"]]
+    assert strip(a) == strip(b) and a["test"] == b["test"]
+    assert strip(a) != strip(c)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.nesterov=true", "scheduler.name=step", "scheduler.step_size=1"],
+    ["optimizer.name=adamw", "optimizer.weight_decay=0.01", "scheduler.name=cosine", "scheduler.warmup_epochs=0.5"],
+    ["scheduler.name=onecycle", "train.label_smoothing=0.1", "train.grad_clip=1.0"],
+    ["model.activation=tanh", "model.norm=batch", "model.dropout=0.2", "data.augment=true", "model.width=[64, 32]"],
+    ["data.dataset=cifar10", "data.augment=true", "model.activation={name: prelu, per_unit: true}"],
+    ["data.val_size=0", "scheduler.warmup_epochs=1"],
+])
+def test_recipes_train_and_learn(tiny_config, overrides):
+    run = _fit(tiny_config, ["train.epochs=3", *overrides])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
+    assert metrics["test"]["accuracy"] > 0.5
+
+
+def test_learning_rate_schedules_follow_the_config(tiny_config):
+    run = _fit(tiny_config, ["scheduler.name=step", "scheduler.step_size=1", "scheduler.gamma=0.5", "train.epochs=3"])
+    lrs = [r["lr"] for r in json.loads((run / "metrics.json").read_text())["epochs"]]
+    assert lrs == pytest.approx([0.0015, 0.00075, 0.000375])
+    run = _fit(tiny_config, ["scheduler.name=cosine", "train.epochs=2"], run_dir="cos")
+    assert json.loads((run / "metrics.json").read_text())["epochs"][-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cli_train_then_eval(tiny_config, tmp_path):
+    done = run_mlp("train", "--config", tiny_config, "--set", "train.epochs=1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "parameters" in done.stdout and "epoch 1/1" in done.stdout and "test     accuracy" in done.stdout
+    run = next((tmp_path / "runs").iterdir())
+    assert run.name.startswith("tiny-")
+    shown = run_mlp("eval", run / "checkpoint.pth")
+    assert shown.returncode == 0 and "per-class accuracy" in shown.stdout and "confusion matrix" in shown.stdout
+    as_json = json.loads(run_mlp("eval", run / "checkpoint.pth", "--json", "--batch-size", "7").stdout)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert as_json["accuracy"] == metrics["test"]["accuracy"]
+    assert f"{metrics['test']['accuracy']:.2%}" in shown.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA_ROOT, reason="set MLP_DATA_ROOT to a folder with MNIST/raw/")
+def test_classic_model_on_real_mnist_reaches_97_percent(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("MLP_DATA_ROOT", REAL_DATA_ROOT)
+    config = Path(__file__).parents[1] / "configs" / "mnist.yaml"
+    run = fit(load_config(config, ["train.epochs=2"]), "real", progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.97
+    assert evaluate_checkpoint(run / "checkpoint.pth")["accuracy"] == metrics["test"]["accuracy"]
