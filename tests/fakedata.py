@@ -19,8 +19,8 @@ def _images(n: int, shape: tuple[int, ...], num_classes: int, seed: int):
     rng = np.random.default_rng(seed)
     prototypes = np.random.default_rng(1234).random((num_classes, *shape)) > 0.5  # the same in every split
     labels = rng.integers(0, num_classes, n)
-    noise = rng.normal(0, 40, (n, *shape))
-    images = np.clip(prototypes[labels] * 160 + 40 + noise, 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 130, (n, *shape))
+    images = np.clip(prototypes[labels] * 45 + 105 + noise, 0, 255).astype(np.uint8)
     return images, labels
 
 

@@ -6,6 +6,7 @@ Tags group in TensorBoard's sidebar: ``train/...`` and ``val/...`` per epoch (x 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -13,8 +14,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 class RunLogger:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
-        # purge_step: on resume, events written after the checkpoint's step are dropped,
-        # so a resumed run continues one unbroken curve.
+        # purge_step: events at or after this step, left by a process that was stopped
+        # after its last checkpoint, are dropped, so a resumed run is one unbroken curve.
+        if purge_step is not None:
+            _wait_for_a_later_second(Path(run_dir))
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
     def step(self, step: int, loss: float, lr: float) -> None:
@@ -36,3 +39,12 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _wait_for_a_later_second(run_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second
+    it was created in; a resumed run's file must sort after the files already there."""
+    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")
+               if p.name.split(".")[3].isdigit()]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mlp import __version__
 from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from mlp.config import Config, dump_yaml, load_config, set_dotted, parse_override, validate_config
+from mlp.config import Config, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, epoch_batches, load_data
 from mlp.errors import Interrupted, UserError
 from mlp.evaluate import evaluate
@@ -30,6 +30,9 @@ from mlp.model import build_model, count_parameters
 from mlp.tensorboard import RunLogger
 
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
+# What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
+                     "data.root", "data.download")
 
 
 def pick_device(name: str) -> torch.device:
@@ -138,10 +141,21 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
     if "resume" not in ckpt:
         raise UserError(f"--resume {file}: this checkpoint has no training state (it is a best-model "
                         f"checkpoint); resume from last.pth in the same run folder")
-    raw = ckpt["config"]
+    saved = validate_config(ckpt["config"], source=f"config in {file}")
+    raw = saved.to_dict()
     for item in overrides:
-        set_dotted(raw, *parse_override(item))
-    cfg = validate_config(raw, source=f"config in {file}")
+        key, value = parse_override(item)
+        if key not in RESUMABLE_CHANGES:
+            raise UserError(f"--set {key}: cannot change on --resume (the saved state depends on it); "
+                            f"only {', '.join(RESUMABLE_CHANGES)} can; start a new run for other changes")
+        set_dotted(raw, key, value)
+    cfg = validate_config(raw, source=f"--resume {file} with --set")
+    if cfg.train.epochs != saved.train.epochs and cfg.scheduler.name in ("cosine", "onecycle"):
+        raise UserError(f"--set train.epochs: the {cfg.scheduler.name} schedule of this run was planned for "
+                        f"{saved.train.epochs} epochs and cannot be stretched; start a new run")
+    if cfg.train.epochs < ckpt["resume"]["epoch"]:
+        raise UserError(f"--set train.epochs={cfg.train.epochs}: this run has already finished "
+                        f"{ckpt['resume']['epoch']} epochs")
     return cfg, ckpt, file.parent
 
 
@@ -190,7 +204,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
           f"{n_params:,} parameters")
     print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
           f"{len(data.test)} test images on {device}")
-    logger = RunLogger(run_dir, purge_step=step if resume is not None else None)
+    # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
+    logger = RunLogger(run_dir, purge_step=step + 1 if resume is not None else None)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),

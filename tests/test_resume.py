@@ -1,0 +1,159 @@
+"""Never lose a run: interruption, exact resume, atomic checkpoints, the divergence guard."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import mlp.train
+from conftest import run_mlp, write_config
+from mlp.checkpoint import load_checkpoint
+from mlp.config import load_config
+from mlp.errors import Interrupted
+from mlp.evaluate import evaluate_checkpoint
+from mlp.train import fit, resume_target
+
+# Dropout, augmentation and a schedule, so that every random stream and every piece of
+# optimizer state has to come back for the weights to match.
+EXACT = ["train.epochs=3", "train.batch_size=50", "model.dropout=0.2", "data.augment=true",
+         "scheduler.name=cosine", "scheduler.warmup_epochs=0.5", "model.width=[48, 32]"]
+
+
+def _signal_at_step(monkeypatch, step: int, signum: int):
+    """Deliver a real signal to this process during the forward pass of optimizer step ``step``."""
+    build = mlp.train.build_model
+    calls = {"n": 0}
+
+    def build_and_hook(*args, **kwargs):
+        model = build(*args, **kwargs)
+
+        def hook(module, inputs):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] == step:
+                    os.kill(os.getpid(), signum)
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(mlp.train, "build_model", build_and_hook)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model_state"]
+
+
+@pytest.mark.parametrize("stop_step,signum", [(7, signal.SIGINT), (19, signal.SIGTERM), (40, signal.SIGINT)])
+def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch, stop_step, signum):
+    # 1000 training images / 50 = 20 steps an epoch: step 7 and 40 are mid-epoch, 19 is the last of epoch 1
+    straight = fit(load_config(tiny_config, EXACT), "straight", progress=False)
+
+    with monkeypatch.context() as m:
+        _signal_at_step(m, stop_step, signum)
+        with pytest.raises(Interrupted) as stopped:
+            fit(load_config(tiny_config, EXACT), "stopped", progress=False)
+    assert stopped.value.exit_code == 128 + signum
+    state = load_checkpoint(stopped.value.run_dir / "last.pth")["resume"]
+    assert state["step"] == stop_step  # the step in flight when the signal came is completed and kept
+    assert json.loads((stopped.value.run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+    cfg, ckpt, folder = resume_target(stopped.value.run_dir, [])
+    fit(cfg, folder, resume=ckpt, progress=False)
+
+    a, b = _weights(straight / "last.pth"), _weights(folder / "last.pth")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma = json.loads((straight / "metrics.json").read_text())
+    mb = json.loads((folder / "metrics.json").read_text())
+    strip = lambda m: [{k: v for k, v in r.items() if k not in ("train_time_s", "samples_per_s")} for r in m["epochs"]]
+    assert strip(ma) == strip(mb) and ma["test"] == mb["test"] and mb["status"] == "finished"
+
+
+def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with monkeypatch.context() as m:
+        _signal_at_step(m, 23, signal.SIGINT)
+        with pytest.raises(Interrupted) as stopped:
+            fit(load_config(tiny_config, ["train.epochs=3", "train.log_every=1"]), "run", progress=False)
+    cfg, ckpt, folder = resume_target(stopped.value.run_dir / "last.pth", [])
+    fit(cfg, folder, resume=ckpt, progress=False)
+    events = EventAccumulator(str(folder)).Reload()
+    steps = [e.step for e in events.Scalars("step/loss")]
+    assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
+    assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2, 3]
+
+
+def test_cli_sigint_saves_prints_resume_command_and_exits_130(tmp_path):
+    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 200, "batch_size": 8}})
+    proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", "run", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training is under way
+        if line.split()[:2] == ["epoch", "1/200"]:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "mlp train --resume run" in err
+    state = load_checkpoint(tmp_path / "run" / "last.pth")["resume"]
+    assert state["step"] >= 113  # at least the first epoch (900 images / 8) is kept
+
+    resumed = run_mlp("train", "--resume", "run", "--set", "train.epochs=3", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3] and metrics["status"] == "finished"
+
+
+def test_cli_sigterm_exits_143(tmp_path):
+    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 200, "batch_size": 8}})
+    proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", "run", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.split()[:2] == ["epoch", "2/200"]:
+            break
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["resume"]["step"] >= 2 * 113
+
+
+def test_kill_9_at_any_moment_leaves_loadable_checkpoints(tmp_path):
+    # Tiny epochs, so checkpoints are being rewritten all the time; kill at several moments.
+    config = write_config(tmp_path / "fast.yaml", {"data": {"val_size": 900}, "train": {"epochs": 10_000}})
+    for delay in (0.3, 0.9, 1.7, 2.6):
+        run = tmp_path / f"run{delay}"
+        proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", run,
+                                 "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc.stdout.readline()
+        while not (run / "checkpoint.pth").exists():
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        last, best = load_checkpoint(run / "last.pth"), load_checkpoint(run / "checkpoint.pth")
+        assert last["resume"]["epoch"] >= 1 and best["epoch"] >= 1
+        json.loads((run / "metrics.json").read_text())
+        resumed = run_mlp("train", "--resume", run, "--set", f"train.epochs={last['resume']['epoch'] + 1}",
+                          "--no-progress")
+        assert resumed.returncode == 0, resumed.stderr
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_epoch(tiny_config):
+    # SGD at lr 0.05 learns in epoch 1; the step schedule then multiplies lr by 1e8 for epoch 2.
+    done = run_mlp("train", "--config", tiny_config, "--run-dir", "run", "--no-progress", "--set", "train.epochs=3",
+                   "--set", "optimizer.name=sgd", "--set", "optimizer.lr=0.05", "--set", "scheduler.name=step",
+                   "--set", "scheduler.step_size=1", "--set", "scheduler.gamma=1e8")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and "training diverged" in message and "optimizer.lr" in message
+    step = int(re.search(r"at step (\d+)", message).group(1))
+    assert 16 < step <= 32  # in epoch 2 (16 steps an epoch)
+    assert load_checkpoint("run/checkpoint.pth")["epoch"] == 1
+    assert load_checkpoint("run/last.pth")["resume"]["step"] == 16
+    assert json.loads(open("run/metrics.json").read())["status"] == "diverged"
+    assert evaluate_checkpoint("run/checkpoint.pth")["accuracy"] > 0.5  # the kept epoch still works
