@@ -27,3 +27,12 @@ def test_usage_errors_exit_2(tiny_config):
         done = run_mlp(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_a_user_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
+    done = run_mlp("train", "--config", tmp_path / "missing.yaml")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: config file not found: {tmp_path / 'missing.yaml'}"]
+    (tmp_path / "x.pth").write_text("not a checkpoint")
+    done = run_mlp("eval", tmp_path / "x.pth")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is a folder; give the checkpoint file in it (checkpoint.pth or last.pth)")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    _check_zip_crcs(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -86,6 +88,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise UserError(f"{path} is not a complete mlp checkpoint: missing {', '.join(missing)}")
     return ckpt
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """torch.save writes a zip archive with a CRC-32 per member, which torch.load does not check:
+    verify them, so that flipped bytes in the weights are caught rather than evaluated."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # not a zip at all: torch.load says what it is
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise UserError(f"{path} is truncated or corrupt ({e}); use another copy") from None
+    if damaged is not None:
+        raise UserError(f"{path} is corrupt: '{damaged}' inside it fails its checksum; use another copy")
 
 
 def rebuild_model(ckpt: dict[str, Any], path: str | Path = "checkpoint"):
