@@ -74,7 +74,7 @@ def test_recipes_train_and_learn(tiny_config, overrides):
     run = _fit(tiny_config, ["train.epochs=3", *overrides])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
-    assert metrics["test"]["accuracy"] > 0.5
+    assert metrics["test"]["accuracy"] > 0.3  # chance is 0.1
 
 
 def test_learning_rate_schedules_follow_the_config(tiny_config):

@@ -102,6 +102,13 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
     log_every: int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
     eval_batch_size: int = Field(1024, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast for the forward pass; fp16 needs CUDA
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_switch(cls, v):
+        return {True: "default", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod

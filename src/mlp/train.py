@@ -50,12 +50,16 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer, fused into one kernel per step where torch has one for the device."""
     o = cfg.optimizer
     if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                               nesterov=o.nesterov, weight_decay=o.weight_decay)
-    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        cls, kwargs = torch.optim.SGD, dict(momentum=o.momentum, nesterov=o.nesterov)
+    else:
+        cls, kwargs = (torch.optim.Adam if o.name == "adam" else torch.optim.AdamW), dict(betas=o.betas)
+    try:
+        return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or dtype
+        return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **kwargs)
 
 
 def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
@@ -162,10 +166,19 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
 def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | None = None,
         overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True) -> Path:
     device = pick_device(cfg.train.device)
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        raise UserError(f"train.precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device, cfg.seed)
     model = build_model(cfg.model, data.input_shape, len(data.classes)).to(device)
     optimizer = build_optimizer(cfg, model)
+    # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+    # The compiled module shares its parameters with ``model``; checkpoints save ``model``.
+    forward = model if cfg.train.compile == "off" else torch.compile(model, mode=cfg.train.compile)
     n_train, batch_size = len(data.train), cfg.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
@@ -184,6 +197,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         state = resume["resume"]
         model.load_state_dict(resume["model_state"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
@@ -217,7 +231,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     def save_last(epoch_start_rng: torch.Tensor, loss_sum, correct, seen, elapsed) -> None:
         save_checkpoint(run_dir / "last.pth", {**payload("last"), "resume": {
             "epoch": epoch, "batch": batch_in_epoch, "step": step,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": {"torch": torch.get_rng_state(), "data_epoch_start": epoch_start_rng,
                     "augment": augment_rng.get_state(),
@@ -247,13 +261,16 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 x, y = data.train.images[idx], data.train.labels[idx]
                 if augment_kind:
                     x = augment(x, augment_kind, augment_rng, pad_value)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if cfg.train.grad_clip:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 if scheduler is not None:
                     scheduler.step()
                 window[step % cfg.train.log_every] = loss.detach()
