@@ -25,7 +25,7 @@ EXACT = ["train.epochs=3", "train.batch_size=50", "model.dropout=0.2", "data.aug
          "scheduler.name=cosine", "scheduler.warmup_epochs=0.5", "model.width=[48, 32]"]
 
 
-def _signal_at_step(monkeypatch, step: int, signum: int):
+def _signal_at_step(monkeypatch, step: int, signum: int, times: int = 1):
     """Deliver a real signal to this process during the forward pass of optimizer step ``step``."""
     build = mlp.train.build_model
     calls = {"n": 0}
@@ -37,7 +37,8 @@ def _signal_at_step(monkeypatch, step: int, signum: int):
             if module.training:
                 calls["n"] += 1
                 if calls["n"] == step:
-                    os.kill(os.getpid(), signum)
+                    for _ in range(times):
+                        os.kill(os.getpid(), signum)
 
         model.register_forward_pre_hook(hook)
         return model
@@ -72,6 +73,14 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch
     mb = json.loads((folder / "metrics.json").read_text())
     strip = lambda m: [{k: v for k, v in r.items() if k not in ("train_time_s", "samples_per_s")} for r in m["epochs"]]
     assert strip(ma) == strip(mb) and ma["test"] == mb["test"] and mb["status"] == "finished"
+
+
+def test_a_second_ctrl_c_quits_at_once(tiny_config, monkeypatch):
+    with monkeypatch.context() as m:
+        _signal_at_step(m, 5, signal.SIGINT, times=2)
+        with pytest.raises(KeyboardInterrupt):  # the CLI turns this into exit code 130
+            fit(load_config(tiny_config), "run", progress=False)
+    assert not os.path.exists("run/last.pth")  # it did not wait to save
 
 
 def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):

@@ -69,6 +69,7 @@ def test_same_seed_same_metrics_on_cpu(tiny_config):
     ["model.activation=tanh", "model.norm=batch", "model.dropout=0.2", "data.augment=true", "model.width=[64, 32]"],
     ["data.dataset=cifar10", "data.augment=true", "model.activation={name: prelu, per_unit: true}"],
     ["data.val_size=0", "scheduler.warmup_epochs=1"],
+    ["train.precision=bf16"],
 ])
 def test_recipes_train_and_learn(tiny_config, overrides):
     run = _fit(tiny_config, ["train.epochs=3", *overrides])
@@ -97,6 +98,24 @@ def test_cli_train_then_eval(tiny_config, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert as_json["accuracy"] == metrics["test"]["accuracy"]
     assert f"{metrics['test']['accuracy']:.2%}" in shown.stdout
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_plain_weights(tiny_config):
+    # torch.compile needs a minute to build its kernels on a small CPU, hence slow.
+    run = _fit(tiny_config, ["train.compile=true", "train.epochs=2"])
+    ckpt = load_checkpoint(run / "checkpoint.pth")
+    assert not any(k.startswith("_orig_mod") for k in ckpt["model_state"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.5
+    assert evaluate_checkpoint(run / "checkpoint.pth")["accuracy"] == metrics["test"]["accuracy"]
+
+
+def test_fp16_is_refused_without_cuda(tiny_config):
+    from mlp.errors import UserError
+
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        _fit(tiny_config, ["train.precision=fp16"])
 
 
 @pytest.mark.slow

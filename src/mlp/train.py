@@ -208,6 +208,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         augment_rng.set_state(state["rng"]["augment"])
         data_rng.set_state(state["rng"]["data_epoch_start"])
+        for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a kill -9
+            leftover.unlink()
     else:
         run_dir = make_run_dir(cfg, run_dir, overwrite, runs_root)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))

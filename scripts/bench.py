@@ -1,0 +1,194 @@
+"""Training throughput of mlp beside the plain PyTorch pipeline it replaces, in one process.
+
+    python scripts/bench.py [--device cpu|cuda] [--epochs N] [--batch-size B]
+    python scripts/bench.py --time-to-accuracy 0.98
+
+Three measurements on the same machine, data (MNIST from MLP_DATA_ROOT or ./data), model
+(784-512-10 ReLU) and recipe (Adam, lr 0.001, cross-entropy):
+
+  a  plain:   torchvision MNIST + ToTensor/Normalize, DataLoader(shuffle, 2 workers)
+  b  mlp:     mlp's own training loop (fit) with the default logging and diagnostics
+  c  limit:   forward, backward and optimizer step over pre-built device tensors, nothing else
+
+It prints one JSON line: samples/s of each and the ratios b/a and b/c.  Throughput is training
+samples over the time spent in the training loop of each epoch (for b, the train_time_s that
+mlp records; the wall time of the whole fit(), with data loading, validation, checkpoints and
+the final test, is printed beside as mlp_fit_wall_s).  With --time-to-accuracy it instead times, from process start to exit,
+`mlp train --config configs/mnist-fast.yaml`, and the plain pipeline until its test accuracy
+reaches the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def classic_model() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def plain_loaders(root: Path, batch_size: int):
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train = datasets.MNIST(str(root), train=True, transform=tf)
+    test = datasets.MNIST(str(root), train=False, transform=tf)
+    return (torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=2),
+            torch.utils.data.DataLoader(test, batch_size=1000, num_workers=2))
+
+
+def plain_epoch(model, optimizer, loader, device) -> tuple[int, float]:
+    model.train()
+    seen, start = 0, time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    _sync(device)
+    return seen, time.perf_counter() - start
+
+
+@torch.no_grad()
+def plain_accuracy(model, loader, device) -> float:
+    model.eval()
+    correct = sum((model(x.to(device)).argmax(1) == y.to(device)).sum().item() for x, y in loader)
+    return correct / len(loader.dataset)
+
+
+def bench_plain(root, device, epochs, batch_size) -> float:
+    torch.manual_seed(0)
+    train, _ = plain_loaders(root, batch_size)
+    model = classic_model().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seen = elapsed = 0.0
+    for _ in range(epochs):
+        n, t = plain_epoch(model, optimizer, train, device)
+        seen, elapsed = seen + n, elapsed + t
+    return seen / elapsed
+
+
+def bench_mlp(device, epochs, batch_size) -> tuple[float, float]:
+    """mlp's loop through fit(): samples/s over its recorded train_time_s, and fit's whole wall time."""
+    from mlp.config import load_config
+    from mlp.train import fit
+
+    cfg = load_config(ROOT / "configs" / "mnist.yaml",
+                      [f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.device={device}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run = fit(cfg, Path(tmp) / "run", progress=False)
+        wall = time.perf_counter() - start
+        history = json.loads((run / "metrics.json").read_text())["epochs"]
+    seen = sum(r["samples_per_s"] * r["train_time_s"] for r in history)
+    return seen / sum(r["train_time_s"] for r in history), wall
+
+
+def bench_limit(device, epochs, batch_size, n=55_000) -> float:
+    """The arithmetic alone: the same steps over tensors already on the device, best optimizer."""
+    torch.manual_seed(0)
+    x = torch.randn(n, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (n,), device=device)
+    model = classic_model().to(device)
+    try:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(idx):
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for idx in torch.randperm(n, device=device)[: 20 * batch_size].split(batch_size):  # warm-up
+        step(idx)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for idx in torch.randperm(n, device=device).split(batch_size):
+            step(idx)
+    _sync(device)
+    return epochs * n / (time.perf_counter() - start)
+
+
+def time_to_accuracy(root, device, target, max_epochs=30) -> dict:
+    # mlp: the whole process, start to exit, as a user runs it
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "mlp", "train", "--config", str(ROOT / "configs" / "mnist-fast.yaml"),
+                               "--run-dir", str(Path(tmp) / "run"), "--no-progress", "--set", f"train.device={device}"],
+                              capture_output=True, text=True)
+        mlp_wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"mlp train failed:\n{done.stderr}")
+        mlp_acc = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["test"]["accuracy"]
+    # plain: from the start of data loading, test accuracy checked after every epoch (not timed)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    train, test = plain_loaders(root, 64)
+    model = classic_model().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    plain_time, plain_acc, epochs = None, 0.0, 0
+    checking = 0.0
+    while epochs < max_epochs:
+        plain_epoch(model, optimizer, train, device)
+        epochs += 1
+        t = time.perf_counter()
+        plain_acc = plain_accuracy(model, test, device)
+        checking += time.perf_counter() - t
+        if plain_acc >= target:
+            plain_time = time.perf_counter() - start - checking
+            break
+    return {"target": target, "mlp_fast_wall_s": round(mlp_wall, 2), "mlp_fast_test_accuracy": mlp_acc,
+            "plain_s": round(plain_time, 2) if plain_time else None, "plain_epochs": epochs,
+            "plain_test_accuracy": plain_acc,
+            "speedup": round(plain_time / mlp_wall, 2) if plain_time else None}
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--time-to-accuracy", type=float, default=None, metavar="ACC")
+    args = parser.parse_args()
+    from mlp.data import ensure_files, resolve_root
+
+    root = resolve_root(os.environ.get("MLP_DATA_ROOT", "data"))
+    ensure_files("mnist", root, download=False)
+    info = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.time_to_accuracy:
+        print(json.dumps({**info, **time_to_accuracy(root, args.device, args.time_to_accuracy)}))
+        return
+    a = bench_plain(root, args.device, args.epochs, args.batch_size)
+    b, fit_wall = bench_mlp(args.device, args.epochs, args.batch_size)
+    c = bench_limit(args.device, args.epochs, args.batch_size)
+    print(json.dumps({**info, "epochs": args.epochs, "batch_size": args.batch_size,
+                      "plain_samples_per_s": round(a), "mlp_samples_per_s": round(b), "limit_samples_per_s": round(c),
+                      "mlp_fit_wall_s": round(fit_wall, 2),
+                      "mlp_over_plain": round(b / a, 2), "mlp_over_limit": round(b / c, 3)}))
+
+
+if __name__ == "__main__":
+    main()
