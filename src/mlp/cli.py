@@ -101,6 +101,24 @@ def eval_(
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
 
 
+@command
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Where to look for runs (searched recursively)."),
+    sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
+) -> None:
+    """List runs with their key hyperparameters and final metrics, read from each run's files."""
+    from mlp.runs import format_runs, list_runs
+
+    found = list_runs(folder, sort)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+    elif found:
+        typer.echo(format_runs(found))
+    else:
+        typer.echo(f"no runs under {folder}")
+
+
 def _validated(section, field: str, value, flag: str):
     from pydantic import ValidationError
 
