@@ -102,6 +102,27 @@ def eval_(
 
 
 @command
+def sweep(
+    config: Path = typer.Option(..., "--config", "-c", help="The YAML config every trial starts from."),
+    grid: List[str] = typer.Option(..., "--grid", "-g",
+                                   help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every trial (repeatable)."),
+    sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir",
+                                             help="Folder for the trials and leaderboard [default: runs/<name>-sweep]."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials to train at the same time."),
+) -> None:
+    """Train every combination of --grid values; each is a run in the sweep folder; ends with a leaderboard.
+
+    Running the same sweep again skips finished trials and resumes interrupted ones.
+    """
+    from mlp.sweep import run_sweep
+
+    code = run_sweep(config, grid, set_, sweep_dir, jobs)
+    if code:
+        raise typer.Exit(code)
+
+
+@command
 def runs(
     folder: Path = typer.Argument(Path("runs"), help="Where to look for runs (searched recursively)."),
     sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
