@@ -140,6 +140,32 @@ def runs(
         typer.echo(f"no runs under {folder}")
 
 
+@command
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train."),
+    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
+) -> None:
+    """Classify image files with a trained model; prints the top-k labels and their probabilities.
+
+    An image that cannot be read is named on stderr; the others are still classified (exit code 2).
+    """
+    from mlp.config import TrainConfig
+    from mlp.predict import format_predictions, predict_files
+
+    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"))
+    if as_json:
+        typer.echo(json.dumps(predictions, indent=2))
+    elif predictions:
+        typer.echo(format_predictions(predictions))
+    for path, reason in unreadable:
+        print(f"error: cannot read image {path}: {reason}", file=sys.stderr)
+    if unreadable:
+        raise typer.Exit(2)
+
+
 def _validated(section, field: str, value, flag: str):
     from pydantic import ValidationError
 
