@@ -64,23 +64,28 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     assert stamps == {name: (sweep / name / "checkpoint.pth").stat().st_mtime_ns for name in names}
 
 
-def test_a_failing_trial_is_reported_and_the_rest_go_on(tiny_config, tmp_path, capsys):
-    def sweep_once():
-        return run_sweep(tiny_config, ["data.val_size=5000,100"], ["train.epochs=1"], Path("sweep"), jobs=1)
+def test_a_failing_trial_is_reported_the_rest_go_on_and_a_stopped_trial_resumes(tiny_config, tmp_path, capsys):
+    def sweep(*values):
+        return run_sweep(tiny_config, [f"data.val_size={','.join(values)}"], ["train.epochs=1"], Path("sweep"), jobs=1)
 
-    assert sweep_once() == 1
+    assert sweep("5000", "100") == 1
     done = capsys.readouterr()
     assert "trial val_size=5000 failed (exit 2): error: data.val_size is 5000" in done.err
     assert "Traceback" not in done.out + done.err
-    assert json.loads((tmp_path / "sweep" / "val_size=100" / "metrics.json").read_text())["status"] == "finished"
+    trial = tmp_path / "sweep" / "val_size=100"
+    assert json.loads((trial / "metrics.json").read_text())["status"] == "finished"
     with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["trial"], r["status"]) for r in rows] == [("val_size=100", "finished"), ("val_size=5000", "failed")]
 
-    assert sweep_once() == 1
-    again = capsys.readouterr().out
-    assert "1 finished before, skipped" in again
-    assert "training val_size=5000" in again and "training val_size=100" not in again
+    # as if the sweep had been stopped during the trial's last epoch: it resumes from last.pth
+    metrics = json.loads((trial / "metrics.json").read_text())
+    (trial / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    assert sweep("100") == 0
+    assert "resuming val_size=100" in capsys.readouterr().out
+    assert json.loads((trial / "metrics.json").read_text())["status"] == "finished"
+    log = (trial / "train.log").read_text()
+    assert log.count("$ mlp train") == 2 and "$ mlp train --no-progress --resume sweep/val_size=100" in log
 
 
 def test_an_invalid_grid_value_stops_the_sweep_before_any_trial(tiny_config, tmp_path):

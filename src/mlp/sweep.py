@@ -148,8 +148,11 @@ class _Children:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def run(self, trial: Trial, state: str, config: Path, jobs: int, echo: bool) -> tuple[int | None, str]:
-        """Train one trial to the end; its exit code (None if never started) and last output line."""
+    def run(self, trial: Trial, state: str, config: Path, jobs: int, announce: str) -> tuple[int | None, str]:
+        """Train one trial to the end; its exit code (None if never started) and last output line.
+
+        With one job at a time the trial's output is shown as it comes; it always goes to train.log.
+        """
         command = [sys.executable, "-m", "mlp", "train", "--no-progress"]
         if state == "resume":
             command += ["--resume", str(trial.run_dir)]
@@ -159,24 +162,27 @@ class _Children:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of each taking them all
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-        trial.run_dir.mkdir(parents=True, exist_ok=True)
-        last = ""
-        with open(trial.run_dir / "train.log", "a") as log:
+        with self.lock:  # a signal arriving now must either prevent this start or reach this child
+            if self.signum is not None:
+                return None, ""
+            _say(announce)
+            trial.run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(trial.run_dir / "train.log", "a")
             log.write(f"$ mlp {' '.join(command[3:])}\n")
-            with self.lock:
-                if self.signum is not None:
-                    return None, "not started: the sweep was stopped"
-                proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env=env, start_new_session=True)
-                self.running.add(proc)
+            log.flush()
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=env, start_new_session=True)
+            self.running.add(proc)
+        last = ""
+        with log:
             for line in proc.stdout:
                 log.write(line)
-                if echo:
+                if jobs == 1:
                     sys.stdout.write(line)
                 last = line.strip() or last
             code = proc.wait()
-            with self.lock:
-                self.running.discard(proc)
+        with self.lock:
+            self.running.discard(proc)
         return code, last
 
 
@@ -196,18 +202,21 @@ def run_sweep(config: Path, grid_items: list[str], sets: list[str], sweep_dir: P
     children = _Children()
     with children.forwarding_signals(), ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {}
-        for trial in todo:
-            futures[pool.submit(_announced, children, trial, states[trial.name], config, jobs,
-                                len(futures) + 1, len(todo))] = trial
+        for number, trial in enumerate(todo, 1):
+            verb = "resuming" if states[trial.name] == "resume" else "training"
+            announce = f"[{number}/{len(todo)}] {verb} {trial.name}"
+            if jobs == 1:
+                announce = "\n" + announce  # a blank line between one trial's output and the next
+            futures[pool.submit(children.run, trial, states[trial.name], config, jobs, announce)] = trial
         for future in as_completed(futures):
             trial = futures[future]
             code, last = future.result()
             outcomes[trial.name] = _outcome(code, stopped=children.signum is not None)
             if outcomes[trial.name] == "failed":
-                print(f"trial {trial.name} failed (exit {code}): {last}  [log: {trial.run_dir / 'train.log'}]",
-                      file=sys.stderr, flush=True)
-            elif jobs > 1:
-                print(f"trial {trial.name} {outcomes[trial.name]}", flush=True)
+                _say(f"trial {trial.name} failed (exit {code}): {last}  [log: {trial.run_dir / 'train.log'}]",
+                     sys.stderr)
+            elif jobs > 1 and code is not None:
+                _say(f"trial {trial.name} {outcomes[trial.name]}")
 
     rows = leaderboard(trials, outcomes)
     write_leaderboard(sweep_dir, list(grid), rows)
@@ -224,10 +233,11 @@ def run_sweep(config: Path, grid_items: list[str], sets: list[str], sweep_dir: P
     return 1 if failed else 0
 
 
-def _announced(children: _Children, trial: Trial, state: str, config: Path, jobs: int, number: int, total: int):
-    verb = "resuming" if state == "resume" else "training"
-    print(f"{'' if jobs > 1 else chr(10)}[{number}/{total}] {verb} {trial.name}", flush=True)
-    return children.run(trial, state, config, jobs, echo=jobs == 1)
+def _say(text: str, stream=None) -> None:
+    """One line in one write, so lines from trials running side by side do not interleave."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def _outcome(code: int | None, stopped: bool) -> str:
@@ -247,7 +257,8 @@ def leaderboard(trials: list[Trial], outcomes: dict[str, str]) -> list[list]:
     rows = []
     for trial in trials:
         run = read_run(trial.run_dir) or {}
-        rows.append([trial.name, *trial.values.values(), outcomes[trial.name],
+        status = outcomes[trial.name] if outcomes[trial.name] != "not run" else run.get("status", "not run")
+        rows.append([trial.name, *trial.values.values(), status,
                      run.get("best_val_acc"), run.get("test_acc"), run.get("train_time_s")])
     # None last; the sort is stable, so equals keep the grid's order
     rows.sort(key=lambda row: (row[-3] is None, -(row[-3] or 0), -(row[-2] or 0)))
