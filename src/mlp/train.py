@@ -120,10 +120,12 @@ class StopRequest:
         self.received = signum
         if self.world_size == 1:
             self.signum = signum
-        if self.announce:
-            when = "this step" if self.world_size == 1 else "the next logging step or epoch end"
-            tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after {when} "
+        if self.announce and self.world_size == 1:
+            tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after this step "
                        "(Ctrl-C again to quit at once)")
+        elif self.announce:
+            tqdm.write(f"\n{signal.Signals(signum).name}: all processes save last.pth and stop at the next "
+                       "logging step or epoch end")
 
     def agree(self, device: torch.device) -> None:
         self.signum = distributed.agree_on_stop(self.received, device)
