@@ -108,7 +108,7 @@ def sweep(
                                    help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every trial (repeatable)."),
     sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir",
-                                             help="Folder for the trials and leaderboard [default: runs/<name>-sweep]."),
+                                             help="Folder for the trials and leaderboard (default: runs/<config name>-sweep)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials to train at the same time."),
 ) -> None:
     """Train every combination of --grid values; each is a run in the sweep folder; ends with a leaderboard.
