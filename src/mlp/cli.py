@@ -102,6 +102,71 @@ def eval_(
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
 
 
+@command
+def sweep(
+    config: Path = typer.Option(..., "--config", "-c", help="The YAML config every trial starts from."),
+    grid: List[str] = typer.Option(..., "--grid", "-g",
+                                   help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every trial (repeatable)."),
+    sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir",
+                                             help="Folder for the trials and leaderboard (default: runs/<config name>-sweep)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials to train at the same time."),
+) -> None:
+    """Train every combination of --grid values; each is a run in the sweep folder; ends with a leaderboard.
+
+    Running the same sweep again skips finished trials and resumes interrupted ones.
+    """
+    from mlp.sweep import run_sweep
+
+    code = run_sweep(config, grid, set_, sweep_dir, jobs)
+    if code:
+        raise typer.Exit(code)
+
+
+@command
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Where to look for runs (searched recursively)."),
+    sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
+) -> None:
+    """List runs with their key hyperparameters and final metrics, read from each run's files."""
+    from mlp.runs import format_runs, list_runs
+
+    found = list_runs(folder, sort)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+    elif found:
+        typer.echo(format_runs(found))
+    else:
+        typer.echo(f"no runs under {folder}")
+
+
+@command
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train."),
+    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
+) -> None:
+    """Classify image files with a trained model; prints the top-k labels and their probabilities.
+
+    An image that cannot be read is named on stderr; the others are still classified (exit code 2).
+    """
+    from mlp.config import TrainConfig
+    from mlp.predict import format_predictions, predict_files
+
+    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"))
+    if as_json:
+        typer.echo(json.dumps(predictions, indent=2))
+    elif predictions:
+        typer.echo(format_predictions(predictions))
+    for path, reason in unreadable:
+        print(f"error: cannot read image {path}: {reason}", file=sys.stderr)
+    if unreadable:
+        raise typer.Exit(2)
+
+
 def _validated(section, field: str, value, flag: str):
     from pydantic import ValidationError
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from mlp import __version__
+from mlp import __version__, distributed
 from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from mlp.config import Config, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, epoch_batches, load_data
@@ -109,17 +110,32 @@ def make_run_dir(cfg: Config, run_dir: Path | None, overwrite: bool, runs_root: 
 
 
 class StopRequest:
-    """The first SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT quits."""
+    """The first SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT quits.
 
-    def __init__(self):
-        self.signum: int | None = None
+    With several ranks, each may get the signal at a different step, so it is only recorded
+    in ``received``; the loop acts on ``signum`` once the ranks have agreed on it (``agree``).
+    """
+
+    def __init__(self, world_size: int = 1, announce: bool = True):
+        self.signum: int | None = None  # the stop the loop acts on
+        self.received: int | None = None  # the signal this process got
+        self.world_size, self.announce = world_size, announce
 
     def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
-        tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after this step "
-                   "(Ctrl-C again to quit at once)")
+        self.received = signum
+        if self.world_size == 1:
+            self.signum = signum
+        if self.announce and self.world_size == 1:
+            tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after this step "
+                       "(Ctrl-C again to quit at once)")
+        elif self.announce:
+            tqdm.write(f"\n{signal.Signals(signum).name}: all processes save last.pth and stop at the next "
+                       "logging step or epoch end")
+
+    def agree(self, device: torch.device) -> None:
+        self.signum = distributed.agree_on_stop(self.received, device)
 
     @contextmanager
     def installed(self):
@@ -165,25 +181,30 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
 
 def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | None = None,
         overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True) -> Path:
+    rank, world_size = distributed.rank_and_world_size()
+    is_main = rank == 0
+    progress = progress and is_main
     device = pick_device(cfg.train.device)
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise UserError(f"train.precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
-    torch.manual_seed(cfg.seed)
+    # Rank 0 draws what a single process would; the other ranks get their own dropout and
+    # augmentation draws (their initial weights are replaced by rank 0's when DDP wraps the model).
+    torch.manual_seed(cfg.seed + 2 * rank)
     data = load_data(cfg.data, device, cfg.seed)
     model = build_model(cfg.model, data.input_shape, len(data.classes)).to(device)
     optimizer = build_optimizer(cfg, model)
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    # The compiled module shares its parameters with ``model``; checkpoints save ``model``.
-    forward = model if cfg.train.compile == "off" else torch.compile(model, mode=cfg.train.compile)
     n_train, batch_size = len(data.train), cfg.train.batch_size
+    if world_size > 1:
+        distributed.check_batches_split(n_train, batch_size, world_size)
     steps_per_epoch = math.ceil(n_train / batch_size)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     data_rng = torch.Generator().manual_seed(cfg.seed)  # batch order
-    augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * rank)
     pad_value = (-torch.tensor(data.mean) / torch.tensor(data.std)).to(device)  # a black pixel, normalised
     augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
 
@@ -202,6 +223,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             scheduler.load_state_dict(state["scheduler"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
         history, best, carried = state["history"], state["best"], state["accumulated"]
+        if not is_main:  # the saved totals so far are all ranks' together: count them once
+            carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
         window.copy_(state["window"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
@@ -211,17 +234,25 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a kill -9
             leftover.unlink()
     else:
-        run_dir = make_run_dir(cfg, run_dir, overwrite, runs_root)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        run_dir = distributed.on_main(lambda: make_run_dir(cfg, run_dir, overwrite, runs_root))
+        if is_main:
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    # Under DDP, `model` stays the plain module (its state_dict has plain keys, so a checkpoint
+    # loads in a single process); `forward` is the wrapper that all-reduces the gradients.
+    forward = DistributedDataParallel(model) if world_size > 1 else model
+    if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
+        forward = torch.compile(forward, mode=cfg.train.compile)
     n_params = count_parameters(model)
     widths = " → ".join(str(w) for w in [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)])
-    print(f"run      {run_dir}")
-    print(f"model    {widths}, {cfg.model.activation if isinstance(cfg.model.activation, str) else cfg.model.activation['name']}, "
-          f"{n_params:,} parameters")
-    print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
-          f"{len(data.test)} test images on {device}")
+    if is_main:
+        print(f"run      {run_dir}")
+        print(f"model    {widths}, {cfg.model.activation if isinstance(cfg.model.activation, str) else cfg.model.activation['name']}, "
+              f"{n_params:,} parameters")
+        print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
+              f"{len(data.test)} test images on {device}"
+              + (f", {world_size} processes" if world_size > 1 else ""))
     # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
-    logger = RunLogger(run_dir, purge_step=step + 1 if resume is not None else None)
+    logger = RunLogger(run_dir, purge_step=step + 1 if resume is not None else None, enabled=is_main)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
@@ -231,6 +262,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 "epoch": epoch, "step": step, "parameters": n_params}
 
     def save_last(epoch_start_rng: torch.Tensor, loss_sum, correct, seen, elapsed) -> None:
+        if not is_main:
+            return
         save_checkpoint(run_dir / "last.pth", {**payload("last"), "resume": {
             "epoch": epoch, "batch": batch_in_epoch, "step": step,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -243,15 +276,17 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             "history": history, "best": best}})
 
     def write_metrics(status: str, test: dict | None = None) -> None:
+        if not is_main:
+            return
         atomic_write_json(run_dir / "metrics.json", {
             "name": cfg.name, "status": status, "device": str(device), "parameters": n_params,
             "epochs": history, "best": best, **({"test": test} if test is not None else {})})
 
-    stop = StopRequest()
+    stop = StopRequest(world_size, announce=is_main)
     with stop.installed():
         while epoch < cfg.train.epochs:
             epoch_start_rng = data_rng.get_state()
-            batches = epoch_batches(n_train, batch_size, data_rng, device)
+            batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
             loss_sum = torch.tensor(carried["loss_sum"], device=device, dtype=torch.float64)
             correct = torch.tensor(carried["correct"], device=device)
             seen, elapsed = carried["seen"], carried["time"]
@@ -267,7 +302,11 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                if world_size > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its share
+                    global_batch = min(batch_size, n_train - batch_in_epoch * batch_size)
+                    scaler.scale(loss * (len(y) * world_size / global_batch)).backward()
+                else:
+                    scaler.scale(loss).backward()
                 if cfg.train.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -283,6 +322,9 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 batch_in_epoch += 1
                 bar.update()
                 if step % cfg.train.log_every == 0:
+                    if world_size > 1:  # every rank checks, logs and stops on the same numbers
+                        distributed.average_(window)
+                        stop.agree(device)
                     _check_finite(window, step - cfg.train.log_every, write_metrics)
                     running = window.mean().item()
                     logger.step(step, running, optimizer.param_groups[0]["lr"])
@@ -293,6 +335,10 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - started
             bar.close()
+            if world_size > 1:
+                loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
+                distributed.average_(window)
+                stop.agree(device)
             done = step % cfg.train.log_every
             _check_finite(window[:done], step - done, write_metrics)
             if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
@@ -316,16 +362,19 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                         "val_loss": record.get("val_loss")}
             epoch, batch_in_epoch = epoch + 1, 0
             carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-            if improved:
+            if improved and is_main:
                 save_checkpoint(run_dir / "checkpoint.pth", {**payload("best"), "metrics": record})
             save_last(data_rng.get_state(), 0.0, 0, 0, 0.0)
             write_metrics("running")
-            print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
+            if is_main:
+                print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
             if stop.signum is not None and epoch < cfg.train.epochs:
                 write_metrics("interrupted")
                 logger.close()
                 raise Interrupted(stop.signum, run_dir)
 
+    if not is_main:
+        return run_dir
     # The final report: the best checkpoint, measured once on the test split.
     best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
     model.load_state_dict(best_ckpt["model_state"])
@@ -362,9 +411,12 @@ def _summary(record: dict, epochs: int, best: bool) -> str:
 
 def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | None = None,
                      resume: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    """What ``mlp train`` does: resolve the config (or the run to resume) and fit."""
+    """What ``mlp train`` does: resolve the config (or the run to resume) and fit,
+    data-parallel across the processes when torchrun launched several."""
+    ckpt = None
     if resume is not None:
-        cfg, ckpt, folder = resume_target(resume, overrides)
-        return fit(cfg, folder, resume=ckpt, progress=progress)
-    cfg = load_config(config, overrides)
-    return fit(cfg, run_dir, overwrite=overwrite, progress=progress)
+        cfg, ckpt, run_dir = resume_target(resume, overrides)
+    else:
+        cfg = load_config(config, overrides)
+    with distributed.process_group(cfg.train.device):
+        return fit(cfg, run_dir, resume=ckpt, overwrite=overwrite, progress=progress)

@@ -1,0 +1,129 @@
+"""What runs there are: each run folder's key hyperparameters and final metrics, as a table.
+
+A run folder is any folder holding the ``config.yaml`` that ``mlp train`` writes first;
+``metrics.json`` joins it after the first epoch.  Only these two small files are read, so
+listing needs no torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlp.errors import UserError
+
+# name in --sort and --json → column title in the table
+COLUMNS = {
+    "run": "run", "status": "status", "dataset": "dataset", "activation": "activation", "width": "width",
+    "depth": "depth", "lr": "lr", "optimizer": "optimizer", "epochs_done": "epochs",
+    "best_val_acc": "best val acc", "test_acc": "test acc", "train_time_s": "train time",
+}
+BEST_FIRST = {"best_val_acc", "test_acc"}  # sorted high to low; every other column low to high
+
+
+def read_run(folder: Path) -> dict[str, Any] | None:
+    """One run's summary, or None when ``folder`` holds no run; unreadable files are a UserError."""
+    config_file, metrics_file = folder / "config.yaml", folder / "metrics.json"
+    if not config_file.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(config_file.read_text()) or {}
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the run in {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    model, train, optimizer = cfg.get("model", {}), cfg.get("train", {}), cfg.get("optimizer", {})
+    epochs = metrics.get("epochs", [])
+    return {
+        "run": str(folder),
+        "status": metrics.get("status", "started"),
+        "dataset": cfg.get("data", {}).get("dataset"),
+        "activation": _activation_text(model.get("activation")),
+        "width": model.get("width"),
+        "depth": model.get("depth"),
+        "lr": optimizer.get("lr"),
+        "optimizer": optimizer.get("name"),
+        "epochs_done": len(epochs),
+        "epochs": train.get("epochs"),
+        "best_val_acc": (metrics.get("best") or {}).get("val_accuracy"),
+        "test_acc": (metrics.get("test") or {}).get("accuracy"),
+        "train_time_s": round(sum(e.get("train_time_s") or 0 for e in epochs), 2) if epochs else None,
+    }
+
+
+def _activation_text(spec) -> str | None:
+    if isinstance(spec, dict):
+        params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        return f"{spec.get('name')}({params})"
+    return spec
+
+
+def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
+    """Every run under ``root`` (sweep trials included), sorted by the column ``sort``."""
+    if sort not in COLUMNS:
+        close = difflib.get_close_matches(sort, list(COLUMNS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"--sort {sort}: no such column; {hint}choose one of {', '.join(COLUMNS)}")
+    if not root.is_dir():
+        raise UserError(f"no folder {root}; give the folder that holds the runs: mlp runs DIR")
+    runs = []
+    for config_file in sorted(root.rglob("config.yaml")):
+        run = read_run(config_file.parent)
+        run["run"] = config_file.parent.relative_to(root).as_posix()
+        runs.append(run)
+
+    def key(run):
+        value = run[sort]
+        if isinstance(value, (int, float)) and sort in BEST_FIRST:
+            value = -value
+        elif sort == "width" and value is not None:  # one width or a list of widths, compared layer by layer
+            value = tuple(value) if isinstance(value, list) else (value,)
+        return (value is None, value if value is not None else 0)
+
+    return sorted(runs, key=key)
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    rows = [[run["run"], run["status"], run["dataset"], run["activation"], _width_text(run["width"]),
+             run["depth"], "" if run["lr"] is None else f"{run['lr']:g}", run["optimizer"],
+             f"{run['epochs_done']}/{run['epochs']}", percent(run["best_val_acc"]), percent(run["test_acc"]),
+             seconds(run["train_time_s"])] for run in runs]
+    return text_table(list(COLUMNS.values()), rows)
+
+
+def _width_text(width) -> str:
+    return "-".join(map(str, width)) if isinstance(width, list) else str(width)
+
+
+def percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{fraction:.2%}"
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}s"
+
+
+def text_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Columns padded to their widest cell; numbers (and percentages, times) aligned right."""
+    cells = [header] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    right = [all(_numeric(row[i]) for row in cells[1:]) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def line(cells):
+        return "| " + " | ".join(("" if c is None else str(c)).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+def _numeric(text: str) -> bool:
+    return re.fullmatch(r"(-?\d[\d.e+-]*[%s]?|\d+/\d+)?", text) is not None  # "" is an empty number

@@ -1,0 +1,69 @@
+"""`mlp runs`: run folders found under a folder, read from their files, sorted, printed."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import run_mlp
+from mlp.errors import UserError
+from mlp.runs import format_runs, list_runs
+
+
+def _run(folder, width, lr, val, test, status="finished", activation="relu"):
+    folder.mkdir(parents=True)
+    config = {"name": folder.name, "data": {"dataset": "mnist"},
+              "model": {"width": width, "depth": len(width) if isinstance(width, list) else 1,
+                        "activation": activation},
+              "train": {"epochs": 3}, "optimizer": {"name": "adam", "lr": lr}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    epochs = [{"epoch": 1, "train_time_s": 1.5, "val_accuracy": val}, {"epoch": 2, "train_time_s": 2.0}]
+    metrics = {"status": status, "epochs": epochs, "best": {"epoch": 1, "val_accuracy": val}}
+    if test is not None:
+        metrics["test"] = {"accuracy": test}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    _run(root / "a", 512, 0.001, 0.95, 0.94)
+    _run(root / "b", [256, 128], 0.01, 0.97, None, status="interrupted",
+         activation={"name": "leaky_relu", "negative_slope": 0.1})
+    _run(root / "sweep" / "width=64", 64, 0.003, 0.90, 0.91)
+    (root / "c").mkdir()
+    (root / "c" / "config.yaml").write_text(yaml.safe_dump({"model": {"width": 32}}))  # still in epoch 1
+    return root
+
+
+def test_runs_are_found_read_and_sorted(runs):
+    listed = list_runs(runs)
+    assert [r["run"] for r in listed] == ["a", "b", "c", "sweep/width=64"]
+    a = listed[0]
+    assert (a["dataset"], a["activation"], a["width"], a["lr"], a["optimizer"]) == ("mnist", "relu", 512, 0.001, "adam")
+    assert (a["epochs_done"], a["epochs"], a["best_val_acc"], a["test_acc"], a["train_time_s"]) == (2, 3, 0.95, 0.94, 3.5)
+    assert listed[2]["status"] == "started" and listed[2]["best_val_acc"] is None
+    assert [r["run"] for r in list_runs(runs, "best_val_acc")] == ["b", "a", "sweep/width=64", "c"]
+    assert [r["run"] for r in list_runs(runs, "test_acc")] == ["a", "sweep/width=64", "b", "c"]
+    assert [r["run"] for r in list_runs(runs, "width")] == ["c", "sweep/width=64", "b", "a"]
+
+    table = format_runs(listed).splitlines()
+    assert table[0].split()[:3] == ["run", "status", "dataset"]
+    row_b = next(line for line in table if line.startswith("b "))
+    assert "leaky_relu(negative_slope=0.1)" in row_b and "256-128" in row_b and "97.00%" in row_b
+    assert "2/3" in row_b and "3.50s" in row_b
+
+
+def test_runs_errors(runs, tmp_path):
+    with pytest.raises(UserError, match="--sort test_accuracy: no such column; did you mean .test_acc."):
+        list_runs(runs, "test_accuracy")
+    with pytest.raises(UserError, match="no folder"):
+        list_runs(tmp_path / "nowhere")
+
+
+def test_runs_command(runs):
+    shown = run_mlp("runs", "--sort", "test_acc")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[2].startswith("a ")
+    as_json = json.loads(run_mlp("runs", "runs/sweep", "--json").stdout)
+    assert [r["run"] for r in as_json] == ["width=64"] and as_json[0]["test_acc"] == 0.91
+    assert run_mlp("runs", "--sort", "bogus").returncode == 2

@@ -1,0 +1,135 @@
+"""Sweeps: real trials on the fabricated data, the leaderboard, skipping, failures, bad grids."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_mlp
+from mlp.errors import UserError
+from mlp.runs import format_runs, list_runs
+from mlp.sweep import parse_grid, plan_trials, run_sweep
+
+# Plain SGD for one epoch leaves the fabricated data unsolved, so the trials' accuracies differ.
+HARD = ["train.epochs=1", "optimizer.name=sgd", "optimizer.momentum=0"]
+
+# The sweeps below run in this process (each trial is still its own `mlp train` process);
+# the command line itself is exercised by the bad-grid test.
+
+
+def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them(tiny_config, tmp_path, capsys):
+    def sweep_once():
+        return run_sweep(tiny_config, ["optimizer.lr=0.001,0.005", "model.width=16,32"], HARD, Path("sweep"), jobs=2)
+
+    assert sweep_once() == 0
+    out = capsys.readouterr().out
+    names = {"lr=0.001,width=16", "lr=0.001,width=32", "lr=0.005,width=16", "lr=0.005,width=32"}
+    sweep = tmp_path / "sweep"
+    assert {p.name for p in sweep.iterdir() if p.is_dir()} == names
+    metrics = {name: json.loads((sweep / name / "metrics.json").read_text()) for name in names}
+    assert all(m["status"] == "finished" for m in metrics.values())
+    assert all((sweep / name / "checkpoint.pth").is_file() for name in names)
+
+    with open(sweep / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["trial"] for r in rows} == names
+    assert list(rows[0]) == ["trial", "optimizer.lr", "model.width", "status", "best_val_accuracy",
+                             "test_accuracy", "train_time_s"]
+    for row in rows:
+        m = metrics[row["trial"]]
+        assert float(row["best_val_accuracy"]) == m["best"]["val_accuracy"]
+        assert float(row["test_accuracy"]) == m["test"]["accuracy"]
+        config = yaml.safe_load((sweep / row["trial"] / "config.yaml").read_text())
+        assert (config["optimizer"]["lr"], config["model"]["width"]) == (float(row["optimizer.lr"]),
+                                                                          int(row["model.width"]))
+    val = [float(r["best_val_accuracy"]) for r in rows]
+    assert val == sorted(val, reverse=True) and len(set(val)) > 1
+    markdown = (sweep / "leaderboard.md").read_text().splitlines()
+    assert len(markdown) == 2 + 4 and markdown[0].startswith("| trial | optimizer.lr | model.width |")
+    assert all(name in out for name in names) and f"{val[0]:.2%}" in out
+
+    listed = run_mlp("runs", "sweep", "--json", "--sort", "best_val_acc")
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)
+    assert {r["run"] for r in runs} == names and [r["best_val_acc"] for r in runs] == val
+    assert {(r["lr"], r["width"]) for r in runs} == {(0.001, 16), (0.001, 32), (0.005, 16), (0.005, 32)}
+    table = format_runs(list_runs(sweep))
+    assert all(name in table for name in names) and "best val acc" in table
+
+    # the same sweep again trains nothing
+    stamps = {name: (sweep / name / "checkpoint.pth").stat().st_mtime_ns for name in names}
+    assert sweep_once() == 0 and "4 finished before, skipped" in capsys.readouterr().out
+    assert stamps == {name: (sweep / name / "checkpoint.pth").stat().st_mtime_ns for name in names}
+
+
+def test_a_failing_trial_is_reported_the_rest_go_on_and_a_stopped_trial_resumes(tiny_config, tmp_path, capsys):
+    def sweep(*values):
+        return run_sweep(tiny_config, [f"data.val_size={','.join(values)}"], ["train.epochs=1"], Path("sweep"), jobs=1)
+
+    assert sweep("5000", "100") == 1
+    done = capsys.readouterr()
+    assert "trial val_size=5000 failed (exit 2): error: data.val_size is 5000" in done.err
+    assert "Traceback" not in done.out + done.err
+    trial = tmp_path / "sweep" / "val_size=100"
+    assert json.loads((trial / "metrics.json").read_text())["status"] == "finished"
+    with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["trial"], r["status"]) for r in rows] == [("val_size=100", "finished"), ("val_size=5000", "failed")]
+
+    # as if the sweep had been stopped during the trial's last epoch: it resumes from last.pth
+    metrics = json.loads((trial / "metrics.json").read_text())
+    (trial / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    assert sweep("100") == 0
+    assert "resuming val_size=100" in capsys.readouterr().out
+    assert json.loads((trial / "metrics.json").read_text())["status"] == "finished"
+    log = (trial / "train.log").read_text()
+    assert log.count("$ mlp train") == 2 and "$ mlp train --no-progress --resume sweep/val_size=100" in log
+
+
+def test_an_invalid_grid_value_stops_the_sweep_before_any_trial(tiny_config, tmp_path):
+    done = run_mlp("sweep", "--config", tiny_config, "--grid", "model.activation=relu,bogus",
+                   "--grid", "model.width=16,32", "--sweep-dir", "sweep")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown activation 'bogus'" in done.stderr
+    assert "activation=bogus" in done.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("items,message", [
+    (["model.width"], "--grid expects KEY=V1,V2"),
+    (["model.width=64,,128"], "--grid expects KEY=V1,V2"),
+    (["model.width=64,64"], "lists 64 more than once"),
+    (["model.width=64", "model.width=128"], "given twice"),
+    (["model..width=64"], "not a dotted config key"),
+])
+def test_grid_syntax_errors(items, message):
+    with pytest.raises(UserError, match=message):
+        parse_grid(items)
+
+
+def test_grid_values_may_be_lists_and_mappings_and_names_stay_apart(tiny_config, tmp_path):
+    grid = parse_grid(["model.width=[64, 32],16", "model.activation=relu,{name: leaky_relu, negative_slope: 0.2}",
+                       "optimizer.name=adam,sgd", "scheduler.name=none,cosine"])
+    assert grid["model.width"] == ["[64, 32]", "16"]
+    assert grid["model.activation"] == ["relu", "{name: leaky_relu, negative_slope: 0.2}"]
+    trials = plan_trials(tiny_config, grid, [], tmp_path / "sweep")
+    assert len(trials) == 16
+    names = {t.name for t in trials}
+    assert "width=64_32,activation=name_leaky_relu_negative_slope_0.2,optimizer.name=sgd,scheduler.name=cosine" in names
+    assert len(names) == 16
+
+
+def test_a_trial_folder_holding_another_config_is_refused(tiny_config, tmp_path):
+    folder = tmp_path / "sweep" / "width=16"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("name: other\n")
+    with pytest.raises(UserError, match="holds a run with a different config"):
+        run_sweep(tiny_config, ["model.width=16,32"], [], tmp_path / "sweep", jobs=1)
+    assert not (tmp_path / "sweep" / "width=32").exists()
+
+
+def test_a_key_in_both_set_and_grid_is_refused(tiny_config, tmp_path):
+    with pytest.raises(UserError, match="model.width is both in --set and in --grid"):
+        plan_trials(tiny_config, parse_grid(["model.width=16,32"]), ["model.width=8"], tmp_path)
