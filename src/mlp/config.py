@@ -102,6 +102,16 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
     log_every: int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
     eval_batch_size: int = Field(1024, ge=1)
+    # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
+    # gradient and weight norms): every log_every steps, once per epoch, or off.
+    diagnostics: Literal["step", "epoch", "off"] = "step"
+    histogram_every: int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
+
+    @field_validator("diagnostics", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):
+        # YAML reads a bare off/on (or no/yes) as false/true
+        return {False: "off", True: "step"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod
