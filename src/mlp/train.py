@@ -24,8 +24,9 @@ from mlp import __version__
 from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from mlp.config import Config, dump_yaml, load_config, set_dotted, parse_override, validate_config
 from mlp.data import DATASETS, augment, epoch_batches, load_data
+from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Interrupted, UserError
-from mlp.evaluate import evaluate
+from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
 from mlp.tensorboard import RunLogger
 
@@ -191,6 +192,9 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
           f"{len(data.test)} test images on {device}")
     logger = RunLogger(run_dir, purge_step=step if resume is not None else None)
+    if resume is None:
+        logger.start(cfg.to_dict(), model, data.train.images, data.mean, data.std)
+    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
@@ -252,6 +256,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     _check_finite(window, step - cfg.train.log_every, write_metrics)
                     running = window.mean().item()
                     logger.step(step, running, optimizer.param_groups[0]["lr"])
+                    diagnostics.end_interval(step)
                     bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
                 if stop.signum is not None and batch_in_epoch < len(batches):
                     break
@@ -276,6 +281,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                           samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
             history.append(record)
             logger.epoch(epoch + 1, record)
+            diagnostics.end_epoch(epoch + 1, step)
             improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
             if improved:
                 best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
@@ -293,13 +299,18 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 raise Interrupted(stop.signum, run_dir)
 
     # The final report: the best checkpoint, measured once on the test split.
+    diagnostics.close()
     best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
     model.load_state_dict(best_ckpt["model_state"])
     test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
     test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
     save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
     write_metrics("finished", test_summary)
-    logger.test(best["epoch"], test)
+    logger.test(best["epoch"], test, data.classes)
+    shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+    wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
+    logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+                         shown.labels[wrong], data.classes, data.mean, data.std)
     logger.close()
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
