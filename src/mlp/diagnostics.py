@@ -1,13 +1,13 @@
 """What happens inside each hidden layer while the model trains.
 
-A forward hook on every ``hiddenI.activation`` and a gradient hook on every
-``hiddenI.linear.weight`` add a few reductions per training step to running sums that stay
-on the device: which units gave a positive output at least once (ReLU family), how many
-outputs sat within ``SATURATION_EPS`` of an asymptote (sigmoid, tanh, softsign), the sum and
-sum of squares of the outputs, the gradient norm.  Nothing is read back to the host until
+A forward hook on every ``hiddenI.activation`` adds a few reductions per training step to
+running sums that stay on the device: which units gave a positive output at least once (ReLU
+family), how many outputs sat within ``SATURATION_EPS`` of an asymptote (sigmoid, tanh,
+softsign), the sum and sum of squares of the outputs.  Nothing is read back to the host until
 an interval ends (every ``train.log_every`` steps, or once per epoch); then every layer's
-numbers come back in one transfer and the sums start again.  The hooks skip eval mode, so
-validation and test passes are not counted, and ``close()`` removes them.
+numbers, with the weight and gradient norms of that moment, come back in one transfer and the
+sums start again.  The hooks skip eval mode, so validation and test passes are not counted,
+and ``close()`` removes them.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ class LayerStats:
         self.fired = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)  # per unit
         self.moments = torch.zeros(2, dtype=torch.float64, device=weight.device)  # Σ act, Σ act²
         self.saturated = torch.zeros((), dtype=torch.float64, device=weight.device)  # how many outputs
-        self.grad_norm_sum = torch.zeros((), dtype=torch.float64, device=weight.device)
         self.outputs = 0  # activation values summed: samples × units
-        self.backward_steps = 0
 
     def on_forward(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         if not module.training:
@@ -46,20 +44,17 @@ class LayerStats:
         act = output.detach()
         self.last_preact, self.last_act = inputs[0].detach(), act
         if self.tracks_dead:
-            self.fired |= (act > 0).any(0)
+            self.fired |= act.amax(0) > 0  # amax over the batch is several times faster than any()
         if self.asymptotes is not None:
             low, high = self.asymptotes
             self.saturated += ((act < low + SATURATION_EPS) | (act > high - SATURATION_EPS)).sum()
         self.moments += torch.stack([act.sum(), torch.linalg.vector_norm(act).square()])
         self.outputs += act.numel()
 
-    def on_gradient(self, grad: torch.Tensor) -> None:
-        self.grad_norm_sum += torch.linalg.vector_norm(grad)
-        self.backward_steps += 1
-
     def summary(self) -> dict[str, torch.Tensor]:
         """This interval's numbers as 0-d device tensors (nothing is read back here)."""
         stats = {}
+        weight = self.block.linear.weight
         if self.outputs:
             mean = self.moments[0] / self.outputs
             stats["act_mean"] = mean
@@ -68,9 +63,10 @@ class LayerStats:
                 stats["dead_fraction"] = 1.0 - self.fired.double().mean()
             if self.asymptotes is not None:
                 stats["saturated_fraction"] = self.saturated / self.outputs
-        if self.backward_steps:
-            stats["grad_norm"] = self.grad_norm_sum / self.backward_steps  # mean over the interval's steps
-        stats["weight_norm"] = torch.linalg.vector_norm(self.block.linear.weight.detach())
+            if weight.grad is not None:
+                # The interval's last step: a norm per step would cost a pass over every weight.
+                stats["grad_norm"] = torch.linalg.vector_norm(weight.grad)
+        stats["weight_norm"] = torch.linalg.vector_norm(weight.detach())
         activation = self.block.activation
         if isinstance(activation, nn.PReLU):
             stats["prelu_slope"] = activation.weight.detach().mean()  # the mean when there is one per unit
@@ -106,7 +102,6 @@ class LayerDiagnostics:
             layer = LayerStats(block, activation)
             self.layers.append(layer)
             self.handles.append(block.activation.register_forward_hook(layer.on_forward))
-            self.handles.append(block.linear.weight.register_hook(layer.on_gradient))
 
     def end_interval(self, step: int) -> None:
         if self.mode == "step":
