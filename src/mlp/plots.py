@@ -64,7 +64,7 @@ def confusion_matrix_figure(confusion: list[list[int]], classes: list[str], titl
     matrix = np.asarray(confusion, dtype=np.int64)
     n = len(classes)
     size = min(max(4.0, 0.45 * n + 2.0), 30.0)
-    fig = _figure(size, size)
+    fig = _figure(size * 1.15, size)  # wider than tall: the colour bar takes a strip
     names = short_names(classes)
     rotate = max(map(len, names)) > 2
     fig.subplots_adjust(left=0.22 if rotate else 0.12, bottom=0.22 if rotate else 0.1, right=0.98, top=0.93)
