@@ -88,6 +88,17 @@ def test_sigmoid_saturation_shows_when_the_learning_rate_is_too_high(tiny_config
     assert "layers/0/dead_fraction" not in healthy.Tags()["scalars"]
 
 
+def test_gradients_vanish_towards_the_input_in_a_deep_sigmoid_stack(tiny_config):
+    def first_over_last(activation):
+        run = _fit(tiny_config, ["model.depth=5", f"model.activation={activation}", "train.epochs=1"],
+                   run_dir=activation)
+        events = _events(run)
+        return _values(events, "layers/0/grad_norm")[0] / _values(events, "layers/4/grad_norm")[0]
+
+    assert first_over_last("sigmoid") < 0.1
+    assert first_over_last("relu") > 0.5
+
+
 def test_learnable_activation_parameters_are_followed(tiny_config):
     prelu = _events(_fit(tiny_config, ["model.activation=prelu"], run_dir="prelu"))
     slopes = _values(prelu, "layers/0/prelu_slope")
