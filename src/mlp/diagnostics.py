@@ -1,13 +1,15 @@
 """What happens inside each hidden layer while the model trains.
 
-A forward hook on every ``hiddenI.activation`` adds a few reductions per training step to
-running sums that stay on the device: which units gave a positive output at least once (ReLU
-family), how many outputs sat within ``SATURATION_EPS`` of an asymptote (sigmoid, tanh,
-softsign), the sum and sum of squares of the outputs.  Nothing is read back to the host until
-an interval ends (every ``train.log_every`` steps, or once per epoch); then every layer's
-numbers, with the weight and gradient norms of that moment, come back in one transfer and the
-sums start again.  The hooks skip eval mode, so validation and test passes are not counted,
-and ``close()`` removes them.
+A forward hook on every ``hiddenI.activation`` keeps a reference to the latest training
+batch's pre-activations and outputs and, for the ReLU family, folds each unit's largest
+output into a running maximum on the device: a unit is dead over an interval if that
+maximum never rose above zero.  That is the only per-step work (two small reductions),
+because it is the only number that needs every batch.  When an interval ends (every
+``train.log_every`` steps, or once per epoch) the rest is measured once: activation mean,
+std and saturated fraction on the interval's last batch, weight and gradient norms, the
+learnable activation parameters; every layer's numbers come back to the host in one
+transfer.  The hooks skip eval mode, so validation and test passes are not counted, and
+``close()`` removes them.
 """
 
 from __future__ import annotations
@@ -21,51 +23,44 @@ SATURATION_EPS = 0.01  # an output this close to an asymptote counts as saturate
 
 
 class LayerStats:
-    """Running sums for one hidden layer over the current interval."""
+    """One hidden layer: the running maximum per unit and the latest training batch."""
 
     def __init__(self, block: nn.Sequential, activation: Activation):
         self.block = block
         self.tracks_dead = activation.family == "relu"
         self.asymptotes = activation.asymptotes
-        self.last_preact: torch.Tensor | None = None  # the latest training batch, for histograms
+        self.last_preact: torch.Tensor | None = None
         self.last_act: torch.Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
         weight = self.block.linear.weight
-        self.fired = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)  # per unit
-        self.moments = torch.zeros(2, dtype=torch.float64, device=weight.device)  # Σ act, Σ act²
-        self.saturated = torch.zeros((), dtype=torch.float64, device=weight.device)  # how many outputs
-        self.outputs = 0  # activation values summed: samples × units
+        self.peak = torch.zeros(weight.shape[0], device=weight.device)  # per unit, clamped below at 0
+        self.batches = 0
 
     def on_forward(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         if not module.training:
             return
-        act = output.detach()
-        self.last_preact, self.last_act = inputs[0].detach(), act
+        self.last_preact, self.last_act = inputs[0].detach(), output.detach()
         if self.tracks_dead:
-            self.fired |= act.amax(0) > 0  # amax over the batch is several times faster than any()
-        if self.asymptotes is not None:
-            low, high = self.asymptotes
-            self.saturated += ((act < low + SATURATION_EPS) | (act > high - SATURATION_EPS)).sum()
-        self.moments += torch.stack([act.sum(), torch.linalg.vector_norm(act).square()])
-        self.outputs += act.numel()
+            torch.maximum(self.peak, self.last_act.amax(0), out=self.peak)
+        self.batches += 1
 
     def summary(self) -> dict[str, torch.Tensor]:
         """This interval's numbers as 0-d device tensors (nothing is read back here)."""
         stats = {}
         weight = self.block.linear.weight
-        if self.outputs:
-            mean = self.moments[0] / self.outputs
-            stats["act_mean"] = mean
-            stats["act_std"] = (self.moments[1] / self.outputs - mean.square()).clamp_min(0).sqrt()
+        if self.batches:
+            act = self.last_act
+            stats["act_mean"], stats["act_std"] = act.mean(), act.std()
             if self.tracks_dead:
-                stats["dead_fraction"] = 1.0 - self.fired.double().mean()
+                stats["dead_fraction"] = (self.peak <= 0).double().mean()
             if self.asymptotes is not None:
-                stats["saturated_fraction"] = self.saturated / self.outputs
+                low, high = self.asymptotes
+                saturated = (act < low + SATURATION_EPS) | (act > high - SATURATION_EPS)
+                stats["saturated_fraction"] = saturated.double().mean()
             if weight.grad is not None:
-                # The interval's last step: a norm per step would cost a pass over every weight.
-                stats["grad_norm"] = torch.linalg.vector_norm(weight.grad)
+                stats["grad_norm"] = torch.linalg.vector_norm(weight.grad)  # of the interval's last step
         stats["weight_norm"] = torch.linalg.vector_norm(weight.detach())
         activation = self.block.activation
         if isinstance(activation, nn.PReLU):
