@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from mlp.cli import app
 from mlp.config import load_config
+from mlp.data import load_data
 from mlp.diagnostics import LayerDiagnostics
 from mlp.evaluate import evaluate
-from mlp.data import load_data
 from mlp.model import build_model
 from mlp.tensorboard import HPARAM_METRICS
 from mlp.train import fit
