@@ -88,6 +88,8 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also write the confusion matrix and per-class "
+                                         "accuracy as PNG files into this folder."),
 ) -> None:
     """Rebuild a model from its checkpoint alone and report loss, accuracy and per-class results."""
     from mlp.config import TrainConfig
@@ -95,11 +97,40 @@ def eval_(
 
     if device is not None:
         _validated(TrainConfig, "device", device, "--device")
+    if plots is not None:
+        from mlp.plots import writable_folder, write_evaluation_plots
+
+        writable_folder(plots, "--plots")
     result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size)
+    if plots is not None:
+        result["plots"] = [str(p) for p in write_evaluation_plots(result, plots)]
     if as_json:
         typer.echo(json.dumps(result))
     else:
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
+        if plots is not None:
+            typer.echo("\nplots     " + "  ".join(result["plots"]))
+
+
+@command
+def activations(
+    out: Path = typer.Option(Path("activations"), "--out", help="Folder for the PNG files."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Also show real images before and after each "
+                                          "activation: mnist, fashion_mnist, kmnist, cifar10 or cifar100."),
+    log_dir: Path = typer.Option(Path("runs/activations"), "--log-dir", help="TensorBoard folder for the same figures."),
+    activation: List[str] = typer.Option([], "--activation", "-a", help="Only this activation (repeatable); "
+                                         "default: every supported one."),
+) -> None:
+    """Draw every activation and its derivative (one PNG each and an overview), also in TensorBoard."""
+    from mlp.config import DataConfig
+
+    if dataset is not None:
+        dataset = _validated(DataConfig, "dataset", dataset, "--dataset")
+    from mlp.activations import draw_activations
+
+    written = draw_activations(out, log_dir, activation, dataset)
+    typer.echo(f"wrote {len(written)} figures to {out}/ (overview: {out / 'overview.png'})")
+    typer.echo(f"TensorBoard: tensorboard --logdir {log_dir}")
 
 
 @command

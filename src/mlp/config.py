@@ -110,6 +110,17 @@ class TrainConfig(_Section):
     def _compile_switch(cls, v):
         return {True: "default", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
+    # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
+    # gradient and weight norms): every log_every steps, once per epoch, or off.
+    diagnostics: Literal["step", "epoch", "off"] = "step"
+    histogram_every: int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
+
+    @field_validator("diagnostics", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):
+        # YAML reads a bare off/on (or no/yes) as false/true
+        return {False: "off", True: "step"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, v: str) -> str:

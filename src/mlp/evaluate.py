@@ -40,6 +40,26 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, batch_size:
     }
 
 
+@torch.inference_mode()
+def misclassified(model: torch.nn.Module, split: Split, limit: int, batch_size: int = 1024
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into ``split`` and predicted labels of its first ``limit`` wrongly classified images."""
+    was_training = model.training
+    model.eval()
+    indices, predicted = [], []
+    found = 0
+    for start in range(0, len(split), batch_size):
+        pred = model(split.images[start : start + batch_size]).argmax(1)
+        wrong = (pred != split.labels[start : start + batch_size]).nonzero().squeeze(1)
+        indices.append(wrong + start)
+        predicted.append(pred[wrong])
+        found += len(wrong)
+        if found >= limit:
+            break
+    model.train(was_training)
+    return torch.cat(indices)[:limit], torch.cat(predicted)[:limit]
+
+
 def format_report(result: dict[str, Any], classes: list[str], title: str) -> str:
     """A readable table: headline numbers, per-class accuracy, the confusion matrix."""
     lines = [

@@ -41,6 +41,7 @@ class Activation:
     params: dict[str, Any] = field(default_factory=dict)  # accepted parameters and their defaults
     gain: str = "relu"  # the nonlinearity name torch.nn.init uses for this one's weight scale
     family: str = "relu"  # relu (units can die) | saturating (sigmoid-like) | smooth | self_normalising
+    asymptotes: tuple[float, float] | None = None  # saturating only: the values it approaches, low and high
 
 
 def _swish(width, beta, learnable):
@@ -57,9 +58,9 @@ ACTIVATIONS: dict[str, Activation] = {
     "elu": Activation(lambda w, alpha: nn.ELU(alpha), {"alpha": 1.0}, family="smooth"),
     "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth"),
     "selu": Activation(lambda w: nn.SELU(), gain="linear", family="self_normalising"),
-    "sigmoid": Activation(lambda w: nn.Sigmoid(), gain="sigmoid", family="saturating"),
-    "tanh": Activation(lambda w: nn.Tanh(), gain="tanh", family="saturating"),
-    "softsign": Activation(lambda w: nn.Softsign(), gain="tanh", family="saturating"),
+    "sigmoid": Activation(lambda w: nn.Sigmoid(), gain="sigmoid", family="saturating", asymptotes=(0.0, 1.0)),
+    "tanh": Activation(lambda w: nn.Tanh(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
+    "softsign": Activation(lambda w: nn.Softsign(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
     "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth"),
     "gelu": Activation(lambda w, approximate: nn.GELU(approximate), {"approximate": "none"}, family="smooth"),
     "softplus": Activation(lambda w, beta, threshold: nn.Softplus(beta, threshold),

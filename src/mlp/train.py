@@ -25,8 +25,9 @@ from mlp import __version__, distributed
 from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from mlp.config import Config, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, epoch_batches, load_data
+from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Interrupted, UserError
-from mlp.evaluate import evaluate
+from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
 from mlp.tensorboard import RunLogger
 
@@ -253,6 +254,11 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
               + (f", {world_size} processes" if world_size > 1 else ""))
     # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
     logger = RunLogger(run_dir, purge_step=step + 1 if resume is not None else None, enabled=is_main)
+    if resume is None and is_main:
+        logger.start(cfg.to_dict(), model, data.train.images, data.mean, data.std)
+    # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
+    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train if is_main else
+                                   cfg.train.model_copy(update={"diagnostics": "off", "histogram_every": 0}), logger)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
@@ -328,6 +334,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     _check_finite(window, step - cfg.train.log_every, write_metrics)
                     running = window.mean().item()
                     logger.step(step, running, optimizer.param_groups[0]["lr"])
+                    diagnostics.end_interval(step)
                     bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
                 if stop.signum is not None and batch_in_epoch < len(batches):
                     break
@@ -356,6 +363,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                           samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
             history.append(record)
             logger.epoch(epoch + 1, record)
+            diagnostics.end_epoch(epoch + 1, step)
             improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
             if improved:
                 best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
@@ -376,13 +384,18 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     if not is_main:
         return run_dir
     # The final report: the best checkpoint, measured once on the test split.
+    diagnostics.close()
     best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
     model.load_state_dict(best_ckpt["model_state"])
     test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
     test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
     save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
     write_metrics("finished", test_summary)
-    logger.test(best["epoch"], test)
+    logger.test(best["epoch"], test, data.classes)
+    shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+    wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
+    logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+                         shown.labels[wrong], data.classes, data.mean, data.std)
     logger.close()
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")

@@ -1,0 +1,75 @@
+"""``mlp activations``: every activation and its derivative, as PNGs and in TensorBoard.
+
+With a data set, a batch of its images (normalised as for training) also goes through each
+activation, and the images before and after are logged one above the other.  Both rows are
+drawn on the same intensity scale (the normalised input's range), so what the activation
+does to the values shows: ReLU turns the below-average background to a flat grey, sigmoid
+squeezes everything into a narrow band.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mlp.errors import UserError
+from mlp.model import ACTIVATIONS, make_activation, parse_activation
+
+CURVE_RANGE = (-7.0, 7.0)  # wide enough to show ReLU6 cap at 6 and sigmoid saturating
+CURVE_POINTS = 1001
+PIXEL_IMAGES = 8  # images per data set row
+
+
+def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
+    """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png``; log the same to ``log_dir``."""
+    from mlp.plots import (activation_curve, activation_figure, activations_overview_figure, save_png,
+                           to_rgb_array, writable_folder)
+    from mlp.tensorboard import log_activations
+
+    try:
+        chosen = [parse_activation(n)[0] for n in names] if names else list(ACTIVATIONS)
+    except ValueError as e:
+        raise UserError(f"--activation: {e}") from None
+    chosen = list(dict.fromkeys(chosen))  # an alias and its name are the same activation
+    images = _sample_images(dataset) if dataset else None
+    writable_folder(out, "--out")
+    writable_folder(log_dir, "--log-dir")
+
+    x = torch.linspace(*CURVE_RANGE, CURVE_POINTS)
+    curves, figures, pixels = {}, {}, {}
+    for name in chosen:
+        module = make_activation(name, width=1)
+        y, slope = activation_curve(module, x)
+        curves[name] = (x.numpy(), y, slope)
+        figures[name] = to_rgb_array(activation_figure(name, x.numpy(), y, slope))
+        if images is not None:
+            pixels[name] = _before_and_after(module, images)
+    figures["overview"] = to_rgb_array(activations_overview_figure(curves))
+    written = [save_png(image, Path(out) / f"{name}.png") for name, image in figures.items()]
+    log_activations(log_dir, figures, pixels, dataset)
+    return written
+
+
+def _sample_images(dataset: str) -> torch.Tensor:
+    """The first test images of ``dataset``, normalised with the split's own mean and std."""
+    from mlp.config import DataConfig
+    from mlp.data import ensure_files, normalise, read_split, resolve_root
+
+    cfg = DataConfig(dataset=dataset)
+    root = resolve_root(cfg.root)
+    ensure_files(dataset, root, cfg.download)
+    images, _, _ = read_split(dataset, root, train=False)
+    pixels = images.float().div(255)
+    mean, std = pixels.mean(dim=(0, 2, 3)).tolist(), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    return normalise(images[:PIXEL_IMAGES], mean, std, torch.device("cpu"))
+
+
+@torch.no_grad()
+def _before_and_after(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """One grid: the images (top row) and the activation applied to each pixel (bottom row)."""
+    from torchvision.utils import make_grid
+
+    low, high = images.min(), images.max()
+    both = torch.cat([images, module(images)])
+    return make_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), nrow=len(images), pad_value=1.0)
