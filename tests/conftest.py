@@ -13,7 +13,8 @@ import yaml
 from fakedata import write_cifar, write_mnist
 
 # The real data (CI sets MLP_DATA_ROOT=../shared/data); captured before any test changes it.
-REAL_DATA_ROOT = os.environ.get("MLP_DATA_ROOT")
+# Made absolute here, since every test runs in a folder of its own.
+REAL_DATA_ROOT = os.path.abspath(os.environ["MLP_DATA_ROOT"]) if os.environ.get("MLP_DATA_ROOT") else None
 
 
 @pytest.fixture(scope="session")
