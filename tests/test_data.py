@@ -101,3 +101,37 @@ def test_augment_moves_each_image_by_its_own_offset(kind, max_shift):
     assert (out == -1).any()  # padding is the given background value
     again = augment(x, kind, torch.Generator().manual_seed(0), torch.tensor([-1.0]))
     assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("mlp.data", fromlist=["DATASETS"]).DATASETS))
+def test_registry_matches_torchvisions_layout(name, tmp_path):
+    """mlp reads the files itself (importing torchvision is slow); torchvision downloads them."""
+    import os
+
+    import torchvision.datasets
+
+    from mlp.data import DATASETS, expected_files
+
+    info = DATASETS[name]
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    folder, files = expected_files(name, tmp_path)
+    if info.file_format == "idx":
+        assert folder == tmp_path / cls.__name__ / "raw"
+        assert sorted(files) == sorted(os.path.splitext(os.path.basename(u))[0] for u, _ in cls.resources)
+        assert list(info.classes) == list(cls.classes)
+    else:
+        assert folder == tmp_path / cls.base_folder
+        assert list(info.train_files) == [f for f, _ in cls.train_list]
+        assert list(info.test_files) == [f for f, _ in cls.test_list]
+        assert (info.meta_file, info.meta_key) == (cls.meta["filename"], cls.meta["key"])
+
+
+def test_idx_files_read_the_same_as_torchvision(fake_root):
+    import torchvision.datasets
+
+    from mlp.data import read_split
+
+    for train in (True, False):
+        ours = read_split("mnist", fake_root, train)
+        theirs = torchvision.datasets.MNIST(str(fake_root), train=train)
+        assert torch.equal(ours[0][:, 0], theirs.data) and torch.equal(ours[1], theirs.targets)

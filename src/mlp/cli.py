@@ -7,6 +7,7 @@ answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -208,4 +209,19 @@ def _validated(section, field: str, value, flag: str):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if "torch._dynamo" not in sys.modules:
+        sys.exit(code)
+    # Every torch optimizer step imports torch's compiler stack, and the interpreter then takes
+    # well over a second to tear it down at exit.  By now every file is written, fsynced and
+    # closed, so skip that teardown: flush what was printed and leave.
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

@@ -30,16 +30,37 @@ DATA_ROOT_ENV = "MLP_DATA_ROOT"
 class DatasetInfo:
     torchvision_class: str  # the class in torchvision.datasets that downloads it
     input_shape: tuple[int, int, int]
-    file_format: str  # "idx" (MNIST family) or "cifar" (pickled batches)
     augment: str  # "shift" (small translations) or "crop_flip" (padded crop + mirror)
+    folder: str  # torchvision's folder for it under the data root
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    classes: tuple[str, ...] = ()  # MNIST family; CIFAR keeps its class names in meta_file
+    meta_file: str = ""
+    meta_key: str = ""
+
+    @property
+    def file_format(self) -> str:
+        return "cifar" if self.meta_file else "idx"
 
 
+# torchvision's on-disk layouts (tests/test_data.py checks them against torchvision's own
+# lists).  The files are read here rather than through torchvision.datasets, because
+# importing torchvision costs about two seconds per process; it is imported to download.
+_IDX_FILES = dict(train_files=("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  test_files=("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST", (1, 28, 28), "idx", "shift"),
-    "fashion_mnist": DatasetInfo("FashionMNIST", (1, 28, 28), "idx", "shift"),
-    "kmnist": DatasetInfo("KMNIST", (1, 28, 28), "idx", "shift"),
-    "cifar10": DatasetInfo("CIFAR10", (3, 32, 32), "cifar", "crop_flip"),
-    "cifar100": DatasetInfo("CIFAR100", (3, 32, 32), "cifar", "crop_flip"),
+    "mnist": DatasetInfo("MNIST", (1, 28, 28), "shift", "MNIST/raw", **_IDX_FILES, classes=(
+        "0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
+        "8 - eight", "9 - nine")),
+    "fashion_mnist": DatasetInfo("FashionMNIST", (1, 28, 28), "shift", "FashionMNIST/raw", **_IDX_FILES, classes=(
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "kmnist": DatasetInfo("KMNIST", (1, 28, 28), "shift", "KMNIST/raw", **_IDX_FILES, classes=(
+        "o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+    "cifar10": DatasetInfo("CIFAR10", (3, 32, 32), "crop_flip", "cifar-10-batches-py",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                           meta_file="batches.meta", meta_key="label_names"),
+    "cifar100": DatasetInfo("CIFAR100", (3, 32, 32), "crop_flip", "cifar-100-python", ("train",), ("test",),
+                            meta_file="meta", meta_key="fine_label_names"),
 }
 
 
@@ -48,22 +69,11 @@ def resolve_root(configured: str | os.PathLike) -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser()
 
 
-def _torchvision_class(name: str):
-    import torchvision.datasets
-
-    return getattr(torchvision.datasets, DATASETS[name].torchvision_class)
-
-
 def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
     """The folder torchvision keeps this data set in, and the files that must be there."""
-    cls = _torchvision_class(name)
-    if DATASETS[name].file_format == "idx":
-        folder = root / cls.__name__ / "raw"
-        files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
-    else:
-        folder = root / cls.base_folder
-        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return folder, files
+    info = DATASETS[name]
+    files = [*info.train_files, *info.test_files] + ([info.meta_file] if info.meta_file else [])
+    return Path(root) / info.folder, files
 
 
 def ensure_files(name: str, root: Path, download: bool) -> None:
@@ -74,7 +84,9 @@ def ensure_files(name: str, root: Path, download: bool) -> None:
     reason = "set data.download=true to fetch them where there is a network"
     if download:
         try:
-            _torchvision_class(name)(str(root), train=True, download=True)
+            import torchvision.datasets
+
+            getattr(torchvision.datasets, DATASETS[name].torchvision_class)(str(root), train=True, download=True)
             return
         except Exception as e:  # no network, a mirror down, a checksum mismatch ...
             first = str(e).strip().splitlines()
@@ -90,23 +102,22 @@ def ensure_files(name: str, root: Path, download: bool) -> None:
 def read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """uint8 images (N, C, H, W), int64 labels (N,) and the class names of one split."""
     info = DATASETS[name]
-    cls = _torchvision_class(name)
     folder, _ = expected_files(name, root)
+    files = info.train_files if train else info.test_files
     try:
         if info.file_format == "idx":
-            ds = cls(str(root), train=train, download=False)
-            images, labels, classes = ds.data.unsqueeze(1), ds.targets.long(), list(ds.classes)
+            images = _read_idx(folder / files[0], ndim=3).unsqueeze(1)
+            labels = _read_idx(folder / files[1], ndim=1).long()
+            classes = list(info.classes)
         else:
-            chunks, labels = [], []
-            for filename, _ in cls.train_list if train else cls.test_list:
+            chunks, label_list = [], []
+            for filename in files:
                 entry = _unpickle(folder / filename)
                 chunks.append(np.asarray(entry["data"], dtype=np.uint8))
-                labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+                label_list.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
             images = torch.from_numpy(np.concatenate(chunks)).reshape(-1, *info.input_shape)
-            labels = torch.tensor(labels, dtype=torch.long)
-            classes = list(_unpickle(folder / cls.meta["filename"])[cls.meta["key"]])
-    except UserError:
-        raise
+            labels = torch.tensor(label_list, dtype=torch.long)
+            classes = list(_unpickle(folder / info.meta_file)[info.meta_key])
     except Exception as e:
         raise UserError(
             f"cannot read data set '{name}' in {folder}/ ({type(e).__name__}: {e}); "
@@ -120,6 +131,19 @@ def read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise UserError(f"data set '{name}' in {folder}/ has labels outside 0..{len(classes) - 1}")
     return images, labels, classes
+
+
+def _read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """An uncompressed IDX file of unsigned bytes (type code 0x08), as the MNIST family ships."""
+    data = path.read_bytes()
+    magic = int.from_bytes(data[:4], "big")
+    if magic != 0x0800 + ndim:
+        raise ValueError(f"{path.name}: expected an IDX file of {ndim}-d unsigned bytes, magic number {magic:#x}")
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = data[4 + 4 * ndim:]
+    if len(body) != math.prod(shape):
+        raise ValueError(f"{path.name}: {len(body)} bytes of data for shape {shape}")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
 def _unpickle(path: Path) -> dict:

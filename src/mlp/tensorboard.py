@@ -55,11 +55,10 @@ class RunLogger:
         with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
             warnings.simplefilter("ignore", FutureWarning)
             self.writer.add_graph(model, examples[:1])
-        from torchvision.utils import make_grid
-
         from mlp.plots import denormalise
 
-        self.writer.add_image("inputs/samples", make_grid(denormalise(examples, mean, std), nrow=8), 0)
+        # add_images tiles the batch into one grid itself (and needs no torchvision import)
+        self.writer.add_images("inputs/samples", denormalise(examples, mean, std), 0)
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
@@ -96,14 +95,16 @@ class RunLogger:
             fig = misclassified_figure(denormalise(images.cpu(), mean, std), predicted.tolist(), true.tolist(), classes)
             self._figure(tag, fig, epoch)
 
-    def test(self, epoch: int, result: dict, classes: list[str]) -> None:
-        """The final numbers and figures; this also marks the run finished in the HParams tab."""
-        from mlp.plots import confusion_matrix_figure, per_class_accuracy_figure
-
+    def test(self, epoch: int, result: dict, classes: list[str], figures: bool = True) -> None:
+        """The final numbers (and figures); this also marks the run finished in the HParams tab."""
         self.writer.add_scalar("test/loss", result["loss"], epoch)
         self.writer.add_scalar("test/accuracy", result["accuracy"], epoch)
-        self._figure("test/confusion_matrix", confusion_matrix_figure(result["confusion"], classes), epoch)
-        self._figure("test/per_class_accuracy", per_class_accuracy_figure(result["per_class_accuracy"], classes), epoch)
+        if figures:
+            from mlp.plots import confusion_matrix_figure, per_class_accuracy_figure
+
+            self._figure("test/confusion_matrix", confusion_matrix_figure(result["confusion"], classes), epoch)
+            self._figure("test/per_class_accuracy",
+                         per_class_accuracy_figure(result["per_class_accuracy"], classes), epoch)
         _, _, session_end = hparams({}, {})  # status: success
         self.writer.file_writer.add_summary(session_end)
 

@@ -391,11 +391,14 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
     save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
     write_metrics("finished", test_summary)
-    logger.test(best["epoch"], test, data.classes)
-    shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
-    wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
-    logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
-                         shown.labels[wrong], data.classes, data.mean, data.std)
+    # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
+    figures = cfg.train.diagnostics != "off"
+    logger.test(best["epoch"], test, data.classes, figures)
+    if figures:
+        shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+        wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
+        logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+                             shown.labels[wrong], data.classes, data.mean, data.std)
     logger.close()
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
