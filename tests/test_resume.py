@@ -166,3 +166,20 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_epoch(tiny_confi
     assert load_checkpoint("run/last.pth")["resume"]["step"] == 16
     assert json.loads(open("run/metrics.json").read())["status"] == "diverged"
     assert evaluate_checkpoint("run/checkpoint.pth")["accuracy"] > 0.5  # the kept epoch still works
+
+
+def test_resume_may_change_log_every_and_print_config_shows_the_runs_own(tiny_config, monkeypatch, capsys):
+    from mlp.cli import app
+
+    with monkeypatch.context() as m:
+        _signal_at_step(m, 7, signal.SIGINT)
+        with pytest.raises(Interrupted):
+            fit(load_config(tiny_config, ["model.width=48"]), "run", progress=False)
+    with pytest.raises(SystemExit) as done:
+        app(["train", "--resume", "run", "--set", "train.log_every=3", "--print-config"], prog_name="mlp")
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert "width: 48" in shown and "log_every: 3" in shown and "name: tiny" in shown
+    cfg, ckpt, folder = resume_target("run", ["train.log_every=3"])
+    fit(cfg, folder, resume=ckpt, progress=False)  # a window of another length starts afresh
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "finished"

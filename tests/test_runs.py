@@ -67,3 +67,12 @@ def test_runs_command(runs):
     as_json = json.loads(run_mlp("runs", "runs/sweep", "--json").stdout)
     assert [r["run"] for r in as_json] == ["width=64"] and as_json[0]["test_acc"] == 0.91
     assert run_mlp("runs", "--sort", "bogus").returncode == 2
+
+
+def test_a_config_yaml_that_is_not_a_run_is_skipped(tmp_path):
+    from mlp.runs import list_runs
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "config.yaml").write_text("- a list\n- not a run\n")
+    (tmp_path / "odd" / "config.yaml").mkdir(parents=True)  # a folder with that name
+    assert list_runs(tmp_path) == []

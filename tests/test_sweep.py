@@ -122,12 +122,13 @@ def test_grid_values_may_be_lists_and_mappings_and_names_stay_apart(tiny_config,
 
 
 def test_a_trial_folder_holding_another_config_is_refused(tiny_config, tmp_path):
-    folder = tmp_path / "sweep" / "width=16"
+    folder = tmp_path / "sweep" / "width=32"  # the second trial's folder
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text("name: other\n")
     with pytest.raises(UserError, match="holds a run with a different config"):
         run_sweep(tiny_config, ["model.width=16,32"], [], tmp_path / "sweep", jobs=1)
-    assert not (tmp_path / "sweep" / "width=32").exists()
+    # refused before any trial ran: the first trial's folder was not even made
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["width=32"]
 
 
 def test_a_key_in_both_set_and_grid_is_refused(tiny_config, tmp_path):

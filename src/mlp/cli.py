@@ -74,7 +74,12 @@ def train(
     if print_config:
         from mlp.config import dump_yaml, load_config
 
-        typer.echo(dump_yaml(load_config(config, set_)), nl=False)
+        if resume is not None:
+            from mlp.train import resume_target
+
+            typer.echo(dump_yaml(resume_target(resume, set_)[0]), nl=False)
+        else:
+            typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return
     from mlp.train import train_from_files
 

@@ -194,8 +194,7 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
             f"data.val_size is {data_cfg.val_size} but '{name}' has only {len(labels)} training images; "
             "choose a smaller data.val_size"
         )
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[: data_cfg.val_size], order[data_cfg.val_size :]
+    val_idx, train_idx = split_indices(len(labels), data_cfg.val_size, seed)
     train_u8 = images[train_idx]
     as_float = train_u8.float().div_(255)
     mean = as_float.mean(dim=(0, 2, 3)).tolist()
@@ -212,6 +211,12 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
                 DATASETS[name].input_shape, mean, std)
 
 
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded validation and training indices of a training split (training and eval agree)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:val_size], order[val_size:]
+
+
 def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: int,
                     mean, std, device: torch.device) -> Split:
     """One split for evaluation, normalised with the statistics stored in a checkpoint.
@@ -221,8 +226,8 @@ def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: i
     ensure_files(dataset, root, download=False)
     images, labels, _ = read_split(dataset, root, train=split != "test")
     if split != "test":
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        idx = order[:val_size] if split == "val" else order[val_size:]
+        val_idx, train_idx = split_indices(len(labels), val_size, seed)
+        idx = val_idx if split == "val" else train_idx
         images, labels = images[idx], labels[idx]
     return Split(normalise(images, mean, std, device), labels.to(device))
 
@@ -240,9 +245,6 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: t
         batches = [b[rank::world_size] for b in batches]
     return list(batches)
 
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad_value: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
 
     ckpt = load_checkpoint(path)
     cfg, model = rebuild_model(ckpt, path)
-    dev = pick_device(device or cfg.train.device)
+    dev = pick_device(device or "auto", "--device")  # where it trained does not matter here
     root = Path(data_root).expanduser() if data_root else resolve_root(cfg.data.root)
     if split == "val" and cfg.data.val_size == 0:
         from mlp.errors import UserError

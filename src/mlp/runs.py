@@ -36,6 +36,8 @@ def read_run(folder: Path) -> dict[str, Any] | None:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read the run in {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict) or not isinstance(metrics, dict):
+        return None  # a config.yaml that is not an mlp run's
     model, train, optimizer = cfg.get("model", {}), cfg.get("train", {}), cfg.get("optimizer", {})
     epochs = metrics.get("epochs", [])
     return {
@@ -73,8 +75,9 @@ def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
     runs = []
     for config_file in sorted(root.rglob("config.yaml")):
         run = read_run(config_file.parent)
-        run["run"] = config_file.parent.relative_to(root).as_posix()
-        runs.append(run)
+        if run is not None:
+            run["run"] = config_file.parent.relative_to(root).as_posix()
+            runs.append(run)
 
     def key(run):
         value = run[sort]

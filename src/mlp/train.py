@@ -37,17 +37,17 @@ RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.e
                      "data.root", "data.download")
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "train.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"train.device is '{name}' but this machine has no CUDA device; use auto or cpu")
+            raise UserError(f"{setting} is '{name}' but this machine has no CUDA device; use auto or cpu")
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
-            raise UserError(f"train.device is '{name}' but there are only {torch.cuda.device_count()} CUDA devices")
+            raise UserError(f"{setting} is '{name}' but there are only {torch.cuda.device_count()} CUDA devices")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("train.device is 'mps' but MPS is not available here; use auto or cpu")
+        raise UserError(f"{setting} is 'mps' but MPS is not available here; use auto or cpu")
     return torch.device(name)
 
 
@@ -226,14 +226,18 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         history, best, carried = state["history"], state["best"], state["accumulated"]
         if not is_main:  # the saved totals so far are all ranks' together: count them once
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        window.copy_(state["window"])
+        if len(state["window"]) == len(window):  # a changed train.log_every starts a fresh interval
+            window.copy_(state["window"])
         torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        augment_rng.set_state(state["rng"]["augment"])
+        # A run resumed on another kind of device keeps its data order and weights, but its
+        # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
+        if state["rng"].get("device_type", "cpu") == device.type:
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            augment_rng.set_state(state["rng"]["augment"])
         data_rng.set_state(state["rng"]["data_epoch_start"])
-        for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a kill -9
-            leftover.unlink()
+        for leftover in run_dir.glob(".*.tmp") if is_main else ():  # a write cut short by a kill -9
+            leftover.unlink(missing_ok=True)
     else:
         run_dir = distributed.on_main(lambda: make_run_dir(cfg, run_dir, overwrite, runs_root))
         if is_main:
@@ -274,7 +278,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             "epoch": epoch, "batch": batch_in_epoch, "step": step,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "data_epoch_start": epoch_start_rng,
+            "rng": {"torch": torch.get_rng_state(), "data_epoch_start": epoch_start_rng, "device_type": device.type,
                     "augment": augment_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
             "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
