@@ -33,6 +33,14 @@ def _choice(kind: str, value: str, choices) -> str:
     raise ValueError(f"unknown {kind} '{value}'{hint} (choices: {', '.join(sorted(choices))})")
 
 
+def activation_label(spec: str | dict[str, Any] | None) -> str | None:
+    """``relu``, or ``leaky_relu(negative_slope=0.1)`` for an activation with parameters."""
+    if isinstance(spec, dict):
+        params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        return f"{spec.get('name')}({params})" if params else spec.get("name")
+    return spec
+
+
 class DataConfig(_Section):
     dataset: str = "mnist"
     root: str = "data"  # the environment variable MLP_DATA_ROOT overrides this

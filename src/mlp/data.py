@@ -173,6 +173,12 @@ class Data:
     std: list[float]
 
 
+def channel_stats(images_u8: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), on the 0..1 scale."""
+    pixels = images_u8.float().div_(255)
+    return pixels.mean(dim=(0, 2, 3)).tolist(), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+
+
 def normalise(images_u8: torch.Tensor, mean, std, device) -> torch.Tensor:
     x = images_u8.to(device=device, dtype=torch.float32).div_(255)
     shape = (1, -1, 1, 1)
@@ -196,10 +202,7 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
         )
     val_idx, train_idx = split_indices(len(labels), data_cfg.val_size, seed)
     train_u8 = images[train_idx]
-    as_float = train_u8.float().div_(255)
-    mean = as_float.mean(dim=(0, 2, 3)).tolist()
-    std = as_float.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-    del as_float
+    mean, std = channel_stats(train_u8)
 
     def split(imgs, labs):
         return Split(normalise(imgs, mean, std, device), labs.to(device))

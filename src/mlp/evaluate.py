@@ -86,7 +86,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
     """``mlp eval``: rebuild the model from the file alone and measure it on one split."""
     from mlp.checkpoint import load_checkpoint, rebuild_model
     from mlp.data import load_eval_split, resolve_root
-    from mlp.train import pick_device
+    from mlp.device import pick_device
 
     ckpt = load_checkpoint(path)
     cfg, model = rebuild_model(ckpt, path)

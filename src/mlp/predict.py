@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from mlp.checkpoint import load_checkpoint, rebuild_model
 from mlp.data import normalise
-from mlp.train import pick_device
+from mlp.device import pick_device
 
 # What Pillow raises for a missing, damaged or hostile file (SyntaxError: some broken PNGs).
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -38,7 +38,7 @@ def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str =
     """Predictions for the readable images, and (path, reason) for each that could not be read."""
     ckpt = load_checkpoint(checkpoint)
     _, model = rebuild_model(ckpt, checkpoint)
-    dev = pick_device(device)
+    dev = pick_device(device, "--device")
     model.to(dev).eval()
     classes = ckpt["classes"]
     images, readable, unreadable = [], [], []

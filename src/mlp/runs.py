@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mlp.config import activation_label
 from mlp.errors import UserError
 
 # name in --sort and --json → column title in the table
@@ -44,7 +45,7 @@ def read_run(folder: Path) -> dict[str, Any] | None:
         "run": str(folder),
         "status": metrics.get("status", "started"),
         "dataset": cfg.get("data", {}).get("dataset"),
-        "activation": _activation_text(model.get("activation")),
+        "activation": activation_label(model.get("activation")),
         "width": model.get("width"),
         "depth": model.get("depth"),
         "lr": optimizer.get("lr"),
@@ -56,12 +57,6 @@ def read_run(folder: Path) -> dict[str, Any] | None:
         "train_time_s": round(sum(e.get("train_time_s") or 0 for e in epochs), 2) if epochs else None,
     }
 
-
-def _activation_text(spec) -> str | None:
-    if isinstance(spec, dict):
-        params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-        return f"{spec.get('name')}({params})"
-    return spec
 
 
 def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:

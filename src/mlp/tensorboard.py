@@ -28,6 +28,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from mlp.config import activation_label
+
 # The scalars the HParams tab shows beside each run's hyperparameters (their last values).
 HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss")
 SAMPLE_IMAGES = 64  # in the inputs/samples grid
@@ -146,8 +148,7 @@ def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "activation" and isinstance(value, dict):  # leaky_relu(negative_slope=0.1)
-            params = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
-            flat[key] = f"{value['name']}({params})"
+            flat[key] = activation_label(value)
         elif isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in hparam_values(value).items()})
         elif isinstance(value, bool):

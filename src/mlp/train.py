@@ -23,8 +23,10 @@ from tqdm import tqdm
 
 from mlp import __version__, distributed
 from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from mlp.config import Config, dump_yaml, load_config, parse_override, set_dotted, validate_config
+from mlp.config import (Config, activation_label, dump_yaml, load_config, parse_override, set_dotted,
+                        validate_config)
 from mlp.data import DATASETS, augment, epoch_batches, load_data
+from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Interrupted, UserError
 from mlp.evaluate import evaluate, misclassified
@@ -35,20 +37,6 @@ RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
-
-
-def pick_device(name: str, setting: str = "train.device") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"{setting} is '{name}' but this machine has no CUDA device; use auto or cpu")
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise UserError(f"{setting} is '{name}' but there are only {torch.cuda.device_count()} CUDA devices")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{setting} is 'mps' but MPS is not available here; use auto or cpu")
-    return torch.device(name)
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -251,7 +239,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     widths = " → ".join(str(w) for w in [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)])
     if is_main:
         print(f"run      {run_dir}")
-        print(f"model    {widths}, {cfg.model.activation if isinstance(cfg.model.activation, str) else cfg.model.activation['name']}, "
+        print(f"model    {widths}, {activation_label(cfg.model.activation)}, "
               f"{n_params:,} parameters")
         print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
               f"{len(data.test)} test images on {device}"
