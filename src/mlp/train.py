@@ -9,10 +9,11 @@ checkpoint measured on the test split.
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
     n_train, batch_size = len(data.train), cfg.train.batch_size
     if world_size > 1:
         distributed.check_batches_split(n_train, batch_size, world_size)
@@ -202,7 +204,10 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     history: list[dict[str, Any]] = []
     best = {"epoch": None, "val_accuracy": -1.0}
     carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-    window = torch.zeros(cfg.train.log_every, device=device)  # the current logging interval's losses
+    # Every step's loss stays on the device, in one buffer for the whole run: the loop writes one
+    # slot per step and nothing is read back until a logging step or the epoch's end.
+    step_losses = torch.zeros(cfg.train.epochs * steps_per_epoch, device=device)
+    logged_at = 0  # the step of the last logging point: step_losses[logged_at:step] are pending
     if resume is not None:
         state = resume["resume"]
         model.load_state_dict(resume["model_state"])
@@ -214,8 +219,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         history, best, carried = state["history"], state["best"], state["accumulated"]
         if not is_main:  # the saved totals so far are all ranks' together: count them once
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        if len(state["window"]) == len(window):  # a changed train.log_every starts a fresh interval
-            window.copy_(state["window"])
+        logged_at = step - len(state["window"])
+        step_losses[logged_at:step] = state["window"].to(device)
         torch.set_rng_state(state["rng"]["torch"])
         # A run resumed on another kind of device keeps its data order and weights, but its
         # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
@@ -270,7 +275,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     "augment": augment_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
             "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
-            "window": window.cpu(),
+            "window": step_losses[logged_at:step].cpu(),  # the losses since the last logging step
             "history": history, "best": best}})
 
     def write_metrics(status: str, test: dict | None = None) -> None:
@@ -285,18 +290,37 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         while epoch < cfg.train.epochs:
             epoch_start_rng = data_rng.get_state()
             batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
-            loss_sum = torch.tensor(carried["loss_sum"], device=device, dtype=torch.float64)
-            correct = torch.tensor(carried["correct"], device=device)
-            seen, elapsed = carried["seen"], carried["time"]
+            # Per-step metrics go into slots on the device: the loss into step_losses, each
+            # batch's predicted classes into `predicted`, compared with the labels at the end.
+            sizes = [len(b) for b in batches]
+            first_batch, epoch_step0 = batch_in_epoch, step - batch_in_epoch
+            loss_slots = step_losses[epoch_step0:epoch_step0 + len(batches)].unbind()
+            predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
+            predicted_slots = predicted.split(sizes)
+            sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
+
+            def totals():
+                """This epoch's loss sum, correct count and sample count so far (a resumed epoch's
+                earlier part included), as device tensors and an int."""
+                ran = slice(epoch_step0 + first_batch, step)
+                weights = torch.tensor(sizes[first_batch:batch_in_epoch], device=device, dtype=torch.float64)
+                loss_sum = carried["loss_sum"] + (step_losses[ran].double() * weights).sum()
+                done = torch.cat(batches[first_batch:batch_in_epoch]) if batch_in_epoch > first_batch else None
+                correct = carried["correct"] + (
+                    (predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
+                    if done is not None else torch.zeros((), dtype=torch.long, device=device))
+                return loss_sum, correct, carried["seen"] + sample_at[batch_in_epoch] - sample_at[first_batch]
+
+            elapsed = carried["time"]
             model.train()
             bar = tqdm(total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        leave=False, dynamic_ncols=True, disable=not progress)
             started = time.perf_counter()
             for idx in batches[batch_in_epoch:]:
-                x, y = data.train.images[idx], data.train.labels[idx]
+                x, y = data.train.images.index_select(0, idx), data.train.labels.index_select(0, idx)
                 if augment_kind:
                     x = augment(x, augment_kind, augment_rng, pad_value)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                with autocast():
                     logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -312,34 +336,37 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
-                window[step % cfg.train.log_every] = loss.detach()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(y)
+                loss_slots[batch_in_epoch].copy_(loss.detach())
+                torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
                 step += 1
                 batch_in_epoch += 1
                 bar.update()
                 if step % cfg.train.log_every == 0:
+                    window = step_losses[logged_at:step].clone()
                     if world_size > 1:  # every rank checks, logs and stops on the same numbers
                         distributed.average_(window)
                         stop.agree(device)
-                    _check_finite(window, step - cfg.train.log_every, write_metrics)
+                    _check_finite(window, logged_at, write_metrics)
                     running = window.mean().item()
                     logger.step(step, running, optimizer.param_groups[0]["lr"])
                     diagnostics.end_interval(step)
-                    bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
+                    logged_at = step
+                    if progress:
+                        _, correct, seen = totals()
+                        bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
                 if stop.signum is not None and batch_in_epoch < len(batches):
                     break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - started
             bar.close()
+            loss_sum, correct, seen = totals()
             if world_size > 1:
                 loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
-                distributed.average_(window)
+                # The losses not yet logged become the ranks' average, so last.pth holds that.
+                distributed.average_(step_losses[logged_at:step])
                 stop.agree(device)
-            done = step % cfg.train.log_every
-            _check_finite(window[:done], step - done, write_metrics)
+            _check_finite(step_losses[logged_at:step], logged_at, write_metrics)
             if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
                 save_last(epoch_start_rng, loss_sum.item(), correct.item(), seen, elapsed)
                 write_metrics("interrupted")
