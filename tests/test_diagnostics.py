@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from mlp.cli import app
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.diagnostics import LayerDiagnostics
+from mlp.diagnostics import PEAK_ROWS, LayerDiagnostics
 from mlp.evaluate import evaluate
 from mlp.model import build_model
 from mlp.tensorboard import HPARAM_METRICS
@@ -148,6 +148,35 @@ def test_hooks_measure_exactly_and_only_while_training(tiny_config):
     model(x).sum().backward()
     diagnostics.end_interval(3)
     assert set(recorder.stats[2][1][0]) == {"weight_norm"}  # the hooks are gone
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_unit_alive_in_one_batch_of_an_interval_is_not_dead(tiny_config, precision):
+    """The per-batch maxima are buffered and folded in every PEAK_ROWS batches: a unit that
+    fires in a single late batch of a long interval must still count as alive."""
+    cfg, model, data = _model_and_batch("relu", tiny_config)
+    width = model.hidden0.linear.out_features
+    recorder = _Recorder()
+    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, recorder)
+    x = data.train.images[:8]
+    alive_at = {0: 3, 1: PEAK_ROWS + 5, 2: 2 * PEAK_ROWS + 1}  # unit -> the only batch it fires in
+    with torch.no_grad():
+        for batch in range(2 * PEAK_ROWS + 7):
+            model.hidden0.linear.weight.zero_()
+            model.hidden0.linear.bias.fill_(-1.0)  # every unit dead ...
+            for unit, at in alive_at.items():
+                if batch == at:
+                    model.hidden0.linear.bias[unit] = 1.0  # ... but this one, in this batch
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                model(x)
+    diagnostics.end_interval(1)
+    first = recorder.stats[0][1][0]
+    assert first["dead_fraction"] == pytest.approx((width - len(alive_at)) / width)
+    with torch.no_grad():
+        model(x)  # a fresh interval: the last weights leave every unit dead
+    diagnostics.end_interval(2)
+    assert recorder.stats[1][1][0]["dead_fraction"] == 1.0
+    diagnostics.close()
 
 
 def test_saturation_of_a_sigmoid_layer_with_huge_weights(tiny_config):

@@ -10,7 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import REAL_DATA_ROOT, run_mlp, write_config
 from mlp.checkpoint import load_checkpoint
 from mlp.config import load_config
-from mlp.evaluate import evaluate_checkpoint
+from mlp.data import load_data
+from mlp.evaluate import evaluate, evaluate_checkpoint
+from mlp.model import build_model
 from mlp.train import fit
 
 
@@ -60,6 +62,22 @@ def test_same_seed_same_metrics_on_cpu(tiny_config):
     strip = lambda m: [{k: v for k, v in r.items() if k not in ("train_time_s", "samples_per_s")} for r in m["epochs"]]
     assert strip(a) == strip(b) and a["test"] == b["test"]
     assert strip(a) != strip(c)
+
+
+def test_epoch_train_loss_and_accuracy_count_every_sample_once(tiny_config):
+    """The loop keeps each step's loss and predictions on the device and totals them at the
+    epoch's end.  With a learning rate too small to move the weights, those totals must equal
+    one pass of the final model over the training split (1000 images: 15 batches of 64 and
+    one of 40, so a wrong weighting of the short batch shows)."""
+    run = _fit(tiny_config, ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=1e-12"])
+    record = json.loads((run / "metrics.json").read_text())["epochs"][0]
+    cfg = load_config(tiny_config)
+    data = load_data(cfg.data, torch.device("cpu"), cfg.seed)
+    model = build_model(cfg.model, data.input_shape, len(data.classes))
+    model.load_state_dict(load_checkpoint(run / "checkpoint.pth")["model_state"])
+    full = evaluate(model, data.train, len(data.classes))
+    assert len(data.train) == 1000 and record["train_accuracy"] == full["accuracy"]
+    assert record["train_loss"] == pytest.approx(full["loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("overrides", [

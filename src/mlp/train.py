@@ -204,10 +204,9 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     history: list[dict[str, Any]] = []
     best = {"epoch": None, "val_accuracy": -1.0}
     carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-    # Every step's loss stays on the device, in one buffer for the whole run: the loop writes one
-    # slot per step and nothing is read back until a logging step or the epoch's end.
-    step_losses = torch.zeros(cfg.train.epochs * steps_per_epoch, device=device)
-    logged_at = 0  # the step of the last logging point: step_losses[logged_at:step] are pending
+    # Every step's loss stays on the device as the 0-d tensor the step made (keeping it costs no
+    # kernel); they are stacked and read back once per logging interval and once per epoch.
+    pending: list[torch.Tensor] = []  # the losses since the last logging step
     if resume is not None:
         state = resume["resume"]
         model.load_state_dict(resume["model_state"])
@@ -219,8 +218,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         history, best, carried = state["history"], state["best"], state["accumulated"]
         if not is_main:  # the saved totals so far are all ranks' together: count them once
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        logged_at = step - len(state["window"])
-        step_losses[logged_at:step] = state["window"].to(device)
+        pending = list(state["window"].to(device).unbind())
         torch.set_rng_state(state["rng"]["torch"])
         # A run resumed on another kind of device keeps its data order and weights, but its
         # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
@@ -275,7 +273,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     "augment": augment_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
             "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
-            "window": step_losses[logged_at:step].cpu(),  # the losses since the last logging step
+            "window": _stack(pending, device).cpu(),  # the losses since the last logging step
             "history": history, "best": best}})
 
     def write_metrics(status: str, test: dict | None = None) -> None:
@@ -290,11 +288,11 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         while epoch < cfg.train.epochs:
             epoch_start_rng = data_rng.get_state()
             batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
-            # Per-step metrics go into slots on the device: the loss into step_losses, each
-            # batch's predicted classes into `predicted`, compared with the labels at the end.
+            # Per-step metrics stay on the device: the losses in `epoch_losses` (and `pending`),
+            # each batch's predicted classes in its slot of `predicted`, compared with the labels
+            # when the epoch ends.
             sizes = [len(b) for b in batches]
-            first_batch, epoch_step0 = batch_in_epoch, step - batch_in_epoch
-            loss_slots = step_losses[epoch_step0:epoch_step0 + len(batches)].unbind()
+            first_batch, epoch_losses = batch_in_epoch, []
             predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
             predicted_slots = predicted.split(sizes)
             sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
@@ -302,9 +300,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             def totals():
                 """This epoch's loss sum, correct count and sample count so far (a resumed epoch's
                 earlier part included), as device tensors and an int."""
-                ran = slice(epoch_step0 + first_batch, step)
                 weights = torch.tensor(sizes[first_batch:batch_in_epoch], device=device, dtype=torch.float64)
-                loss_sum = carried["loss_sum"] + (step_losses[ran].double() * weights).sum()
+                loss_sum = carried["loss_sum"] + (_stack(epoch_losses, device).double() * weights).sum()
                 done = torch.cat(batches[first_batch:batch_in_epoch]) if batch_in_epoch > first_batch else None
                 correct = carried["correct"] + (
                     (predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
@@ -336,21 +333,22 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
-                loss_slots[batch_in_epoch].copy_(loss.detach())
+                epoch_losses.append(loss.detach())
+                pending.append(epoch_losses[-1])
                 torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
                 step += 1
                 batch_in_epoch += 1
                 bar.update()
                 if step % cfg.train.log_every == 0:
-                    window = step_losses[logged_at:step].clone()
+                    window, first_step = torch.stack(pending), step - len(pending)
+                    pending = []
                     if world_size > 1:  # every rank checks, logs and stops on the same numbers
                         distributed.average_(window)
                         stop.agree(device)
-                    _check_finite(window, logged_at, write_metrics)
+                    _check_finite(window, first_step, write_metrics)
                     running = window.mean().item()
                     logger.step(step, running, optimizer.param_groups[0]["lr"])
                     diagnostics.end_interval(step)
-                    logged_at = step
                     if progress:
                         _, correct, seen = totals()
                         bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
@@ -364,9 +362,11 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             if world_size > 1:
                 loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
                 # The losses not yet logged become the ranks' average, so last.pth holds that.
-                distributed.average_(step_losses[logged_at:step])
+                window = _stack(pending, device)
+                distributed.average_(window)
+                pending = list(window.unbind())
                 stop.agree(device)
-            _check_finite(step_losses[logged_at:step], logged_at, write_metrics)
+            _check_finite(_stack(pending, device), step - len(pending), write_metrics)
             if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
                 save_last(epoch_start_rng, loss_sum.item(), correct.item(), seen, elapsed)
                 write_metrics("interrupted")
@@ -422,6 +422,10 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
     return run_dir
+
+
+def _stack(losses: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.stack(losses) if losses else torch.zeros(0, device=device)
 
 
 def _check_finite(losses: torch.Tensor, first_step: int, write_metrics) -> None:
