@@ -121,7 +121,15 @@ def test_cli_train_then_eval(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(tiny_config):
     # torch.compile needs a minute to build its kernels on a small CPU, hence slow.
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     run = _fit(tiny_config, ["train.compile=true", "train.epochs=2"])
+    # Compiled once, and once more for the short last batch of an epoch: the diagnostics
+    # hooks (on, by default) are traced into the graph without a recompile per step.
+    assert 1 <= counters["frames"]["total"] <= 2
+    dead = EventAccumulator(str(run)).Reload().Scalars("layers/0/dead_fraction")
+    assert len(dead) == 32 // 5 and all(0.0 <= e.value <= 1.0 for e in dead)
     ckpt = load_checkpoint(run / "checkpoint.pth")
     assert not any(k.startswith("_orig_mod") for k in ckpt["model_state"])
     metrics = json.loads((run / "metrics.json").read_text())

@@ -1,12 +1,11 @@
 """What happens inside each hidden layer while the model trains.
 
 A forward hook on every ``hiddenI.activation`` keeps a reference to the latest training
-batch's pre-activations and outputs and, for the ReLU family, writes each unit's largest
-output over the batch into the next row of a small buffer on the device; every
-``PEAK_ROWS`` steps, and when an interval ends, the buffer is folded into a running maximum.
-A unit is dead over an interval if that maximum never rose above zero.  That is the only
-per-step work (one small reduction, one kernel on a GPU), because it is the only number
-that needs every batch.  When an interval ends (every
+batch's pre-activations and outputs and, for the ReLU family, folds each unit's largest
+output into a running maximum on the device: a unit is dead over an interval if that
+maximum never rose above zero.  That is the only per-step work (two small reductions),
+because it is the only number that needs every batch.  The hook keeps no Python counters, so
+under ``torch.compile`` it is traced into the model's graph once and not recompiled per step.  When an interval ends (every
 ``train.log_every`` steps, or once per epoch) the rest is measured once: activation mean,
 std and saturated fraction on the interval's last batch, weight and gradient norms, the
 learnable activation parameters; every layer's numbers come back to the host in one
@@ -22,7 +21,6 @@ from torch import nn
 from mlp.model import ACTIVATIONS, Activation, hidden_layers, parse_activation
 
 SATURATION_EPS = 0.01  # an output this close to an asymptote counts as saturated
-PEAK_ROWS = 32  # per-batch maxima kept before they are folded into the running maximum
 
 
 class LayerStats:
@@ -39,39 +37,24 @@ class LayerStats:
     def reset(self) -> None:
         weight = self.block.linear.weight
         self.peak = torch.zeros(weight.shape[0], device=weight.device)  # per unit, clamped below at 0
-        self.batch_peaks: torch.Tensor | None = None  # made at the first batch, in its dtype (autocast)
-        self.batches = 0
+        self.trained = False  # whether a training batch went through since the last reset
 
     def on_forward(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         if not module.training:
             return
         self.last_preact, self.last_act = inputs[0].detach(), output.detach()
         if self.tracks_dead:
-            act, row = self.last_act, self.batches % PEAK_ROWS
-            if self.batch_peaks is None or self.batch_peaks.dtype != act.dtype:
-                self._fold()
-                self.batch_peaks = torch.zeros(PEAK_ROWS, act.shape[1], device=act.device, dtype=act.dtype)
-                self.rows = self.batch_peaks.unbind()
-            elif row == 0 and self.batches:
-                self._fold()
-            torch.amax(act, 0, out=self.rows[row])
-        self.batches += 1
-
-    def _fold(self) -> None:
-        """The running maximum takes in the buffered rows (the unused ones hold zeros or older
-        maxima already folded in, so they change nothing)."""
-        if self.batch_peaks is not None:
-            torch.maximum(self.peak, self.batch_peaks.amax(0), out=self.peak)
+            torch.maximum(self.peak, self.last_act.amax(0), out=self.peak)
+        self.trained = True
 
     def summary(self) -> dict[str, torch.Tensor]:
         """This interval's numbers as 0-d device tensors (nothing is read back here)."""
         stats = {}
         weight = self.block.linear.weight
-        if self.batches:
+        if self.trained:
             act = self.last_act
             stats["act_mean"], stats["act_std"] = act.mean(), act.std()
             if self.tracks_dead:
-                self._fold()
                 stats["dead_fraction"] = (self.peak <= 0).double().mean()
             if self.asymptotes is not None:
                 low, high = self.asymptotes
