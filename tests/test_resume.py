@@ -13,7 +13,7 @@ import torch
 
 import mlp.train
 from conftest import run_mlp, write_config
-from mlp.checkpoint import load_checkpoint
+from mlp.checkpoint import load_checkpoint, save_checkpoint
 from mlp.config import load_config
 from mlp.errors import Interrupted
 from mlp.evaluate import evaluate_checkpoint
@@ -73,6 +73,36 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch
     mb = json.loads((folder / "metrics.json").read_text())
     strip = lambda m: [{k: v for k, v in r.items() if k not in ("train_time_s", "samples_per_s")} for r in m["epochs"]]
     assert strip(ma) == strip(mb) and ma["test"] == mb["test"] and mb["status"] == "finished"
+    assert _logged_losses(straight) == _logged_losses(folder)  # the interval cut by the stop included
+
+
+def _logged_losses(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [(e.step, e.value) for e in EventAccumulator(str(run)).Reload().Scalars("step/loss")]
+
+
+def test_a_last_pth_from_before_the_pending_losses_resumes_exactly(tiny_config, monkeypatch):
+    """Earlier versions saved the logging interval's losses as a ring of log_every slots."""
+    straight = fit(load_config(tiny_config, EXACT), "straight", progress=False)
+    with monkeypatch.context() as m:
+        _signal_at_step(m, 7, signal.SIGINT)
+        with pytest.raises(Interrupted) as stopped:
+            fit(load_config(tiny_config, EXACT), "stopped", progress=False)
+    last = stopped.value.run_dir / "last.pth"
+    ckpt = load_checkpoint(last)
+    pending = ckpt["resume"].pop("pending")
+    assert len(pending) == 2  # steps 6 and 7 of a log_every=5 run
+    ring = torch.full((5,), 1e6)  # slots no step of this interval wrote
+    ring[:2] = pending
+    ckpt["resume"]["window"] = ring
+    save_checkpoint(last, ckpt)
+
+    cfg, ckpt, folder = resume_target(stopped.value.run_dir, [])
+    fit(cfg, folder, resume=ckpt, progress=False)
+    assert _logged_losses(straight) == _logged_losses(folder)
+    assert json.loads((straight / "metrics.json").read_text())["test"] == \
+        json.loads((folder / "metrics.json").read_text())["test"]
 
 
 def test_a_second_ctrl_c_quits_at_once(tiny_config, monkeypatch):
@@ -181,5 +211,5 @@ def test_resume_may_change_log_every_and_print_config_shows_the_runs_own(tiny_co
     shown = capsys.readouterr().out
     assert "width: 48" in shown and "log_every: 3" in shown and "name: tiny" in shown
     cfg, ckpt, folder = resume_target("run", ["train.log_every=3"])
-    fit(cfg, folder, resume=ckpt, progress=False)  # a window of another length starts afresh
+    fit(cfg, folder, resume=ckpt, progress=False)  # the losses since the last log carry over
     assert json.loads((folder / "metrics.json").read_text())["status"] == "finished"

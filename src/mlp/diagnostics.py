@@ -35,8 +35,14 @@ class LayerStats:
         self.reset()
 
     def reset(self) -> None:
-        weight = self.block.linear.weight
-        self.peak = torch.zeros(weight.shape[0], device=weight.device)  # per unit, clamped below at 0
+        if getattr(self, "peak", None) is None:
+            weight = self.block.linear.weight
+            self.peak = torch.zeros(weight.shape[0], device=weight.device)  # per unit, clamped below at 0
+            # One tensor for the whole run, at a fixed address: a compiled graph that updates it
+            # in place can still be replayed as a CUDA graph (reduce-overhead).
+            torch._dynamo.mark_static_address(self.peak)
+        else:
+            self.peak.zero_()
         self.trained = False  # whether a training batch went through since the last reset
 
     def on_forward(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:

@@ -218,7 +218,10 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         history, best, carried = state["history"], state["best"], state["accumulated"]
         if not is_main:  # the saved totals so far are all ranks' together: count them once
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        pending = list(state["window"].to(device).unbind())
+        if "pending" in state:
+            pending = list(state["pending"].to(device).unbind())
+        else:  # an older last.pth: a ring of log_every slots, this interval's losses in its first ones
+            pending = list(state["window"][:step % resume["config"]["train"]["log_every"]].to(device).unbind())
         torch.set_rng_state(state["rng"]["torch"])
         # A run resumed on another kind of device keeps its data order and weights, but its
         # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
@@ -273,7 +276,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     "augment": augment_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
             "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
-            "window": _stack(pending, device).cpu(),  # the losses since the last logging step
+            "pending": _stack(pending, device).cpu(),  # the losses since the last logging step
             "history": history, "best": best}})
 
     def write_metrics(status: str, test: dict | None = None) -> None:
@@ -289,8 +292,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             epoch_start_rng = data_rng.get_state()
             batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
             # Per-step metrics stay on the device: the losses in `epoch_losses` (and `pending`),
-            # each batch's predicted classes in its slot of `predicted`, compared with the labels
-            # when the epoch ends.
+            # each batch's predicted classes in its slot of `predicted`.  They are totalled when
+            # the epoch ends (and at logging steps for the progress bar, when it is shown).
             sizes = [len(b) for b in batches]
             first_batch, epoch_losses = batch_in_epoch, []
             predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
@@ -298,10 +301,13 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
 
             def totals():
-                """This epoch's loss sum, correct count and sample count so far (a resumed epoch's
-                earlier part included), as device tensors and an int."""
-                weights = torch.tensor(sizes[first_batch:batch_in_epoch], device=device, dtype=torch.float64)
-                loss_sum = carried["loss_sum"] + (_stack(epoch_losses, device).double() * weights).sum()
+                """This epoch's loss sum (a float), correct count (a device tensor) and sample
+                count so far, a resumed epoch's earlier part included.  The losses are added on
+                the host one step after another, so a resumed epoch sums to the same float as an
+                uninterrupted one."""
+                loss_sum = carried["loss_sum"]
+                for loss_value, size in zip(_stack(epoch_losses, device).tolist(), sizes[first_batch:]):
+                    loss_sum += loss_value * size
                 done = torch.cat(batches[first_batch:batch_in_epoch]) if batch_in_epoch > first_batch else None
                 correct = carried["correct"] + (
                     (predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
@@ -368,13 +374,13 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 stop.agree(device)
             _check_finite(_stack(pending, device), step - len(pending), write_metrics)
             if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
-                save_last(epoch_start_rng, loss_sum.item(), correct.item(), seen, elapsed)
+                save_last(epoch_start_rng, loss_sum, correct.item(), seen, elapsed)
                 write_metrics("interrupted")
                 logger.close()
                 raise Interrupted(stop.signum, run_dir)
 
             record = {"epoch": epoch + 1, "step": step,
-                      "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
+                      "train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen}
             if data.val is not None:
                 val = evaluate(model, data.val, len(data.classes), cfg.train.eval_batch_size)
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
