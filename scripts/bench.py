@@ -1,6 +1,6 @@
 """Training throughput of mlp beside the plain PyTorch pipeline it replaces, in one process.
 
-    python scripts/bench.py [--device cpu|cuda] [--epochs N] [--batch-size B]
+    python scripts/bench.py [--device cpu|cuda] [--epochs N] [--batch-size B] [--set KEY=VALUE ...]
     python scripts/bench.py --time-to-accuracy 0.98
 
 Three measurements on the same machine, data (MNIST from MLP_DATA_ROOT or ./data), model
@@ -90,13 +90,14 @@ def bench_plain(root, device, epochs, batch_size) -> float:
     return seen / elapsed
 
 
-def bench_mlp(device, epochs, batch_size) -> tuple[float, float]:
+def bench_mlp(device, epochs, batch_size, overrides=()) -> tuple[float, float]:
     """mlp's loop through fit(): samples/s over its recorded train_time_s, and fit's whole wall time."""
     from mlp.config import load_config
     from mlp.train import fit
 
     cfg = load_config(ROOT / "configs" / "mnist.yaml",
-                      [f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.device={device}"])
+                      [f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.device={device}",
+                       *overrides])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON line
@@ -185,8 +186,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="measure a, b, c in turn this many times")
     parser.add_argument("--time-to-accuracy", type=float, default=None, metavar="ACC")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for mlp's run (b) only, e.g. train.precision=bf16 or "
+                             "train.compile=reduce-overhead; repeatable")
     args = parser.parse_args()
+    from mlp.config import load_config
     from mlp.data import ensure_files, resolve_root
+
+    load_config(ROOT / "configs" / "mnist.yaml", args.set)  # a bad --set fails now, not after round one's a
 
     root = resolve_root(os.environ.get("MLP_DATA_ROOT", "data"))
     ensure_files("mnist", root, download=False)
@@ -200,7 +207,7 @@ def main() -> None:
     for _ in range(args.rounds):
         rounds["plain"].append(bench_plain(root, args.device, args.epochs, args.batch_size))
         before = bench_limit(args.device, args.epochs, args.batch_size)
-        b, wall = bench_mlp(args.device, args.epochs, args.batch_size)
+        b, wall = bench_mlp(args.device, args.epochs, args.batch_size, args.set)
         after = bench_limit(args.device, args.epochs, args.batch_size)
         rounds["mlp"].append(b)
         rounds["fit_wall"].append(wall)
@@ -208,6 +215,7 @@ def main() -> None:
         rounds["paired"].append(b / ((before + after) / 2))
     a, b, c = (statistics.median(rounds[k]) for k in ("plain", "mlp", "limit"))
     print(json.dumps({**info, "epochs": args.epochs, "batch_size": args.batch_size, "rounds": args.rounds,
+                      "mlp_overrides": args.set,
                       "plain_samples_per_s": round(a), "mlp_samples_per_s": round(b), "limit_samples_per_s": round(c),
                       "mlp_over_plain": round(b / a, 2), "mlp_over_limit": round(b / c, 3),
                       "mlp_over_limit_paired": round(statistics.median(rounds["paired"]), 3),
@@ -215,4 +223,10 @@ def main() -> None:
                       "each_round": {k: [round(v) for v in rounds[k]] for k in ("plain", "mlp", "limit")}}))
 
 if __name__ == "__main__":
-    main()
+    from mlp.errors import UserError
+
+    try:
+        main()
+    except UserError as error:  # a bad --set, missing data: one line, as mlp itself reports it
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
