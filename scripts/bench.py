@@ -43,6 +43,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# What --set may change for mlp's run (b): how it runs the shared recipe, not the recipe.
+BENCH_SETTABLE = ("train.precision", "train.compile", "train.diagnostics", "train.log_every",
+                  "train.histogram_every", "train.eval_batch_size")
+
+
 def classic_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
 
@@ -193,7 +198,18 @@ def main() -> None:
     from mlp.config import load_config
     from mlp.data import ensure_files, resolve_root
 
-    load_config(ROOT / "configs" / "mnist.yaml", args.set)  # a bad --set fails now, not after round one's a
+    # a, b and c share the model, recipe, data, batch size and device: --set may change only how
+    # mlp runs that recipe.  A bad one fails now, not after round one's a.
+    for item in args.set:
+        if item.split("=")[0].strip() not in BENCH_SETTABLE:
+            parser.error(f"--set {item}: only {', '.join(BENCH_SETTABLE)} can change here "
+                         "(the three loops share everything else)")
+    if args.set and args.time_to_accuracy:
+        parser.error("--set applies to the throughput measurement, not to --time-to-accuracy "
+                     "(which runs configs/mnist-fast.yaml as it is)")
+    cfg = load_config(ROOT / "configs" / "mnist.yaml", [*args.set, f"train.device={args.device}"])
+    if cfg.train.precision == "fp16" and args.device != "cuda":
+        parser.error("--set train.precision=fp16 needs --device cuda")
 
     root = resolve_root(os.environ.get("MLP_DATA_ROOT", "data"))
     ensure_files("mnist", root, download=False)

@@ -211,5 +211,12 @@ def test_resume_may_change_log_every_and_print_config_shows_the_runs_own(tiny_co
     shown = capsys.readouterr().out
     assert "width: 48" in shown and "log_every: 3" in shown and "name: tiny" in shown
     cfg, ckpt, folder = resume_target("run", ["train.log_every=3"])
-    fit(cfg, folder, resume=ckpt, progress=False)  # the losses since the last log carry over
+    fit(cfg, folder, resume=ckpt, progress=False)
     assert json.loads((folder / "metrics.json").read_text())["status"] == "finished"
+    # The losses of steps 6 and 7 (after the log at step 5) carry over: the first log of the
+    # resumed run, at step 9, is the mean of steps 6-9 of the same run logged at every step.
+    every_step = dict(_logged_losses(fit(load_config(tiny_config, ["model.width=48", "train.log_every=1"]),
+                                         "every_step", progress=False)))
+    logged = dict(_logged_losses(folder))
+    assert sorted(logged)[:3] == [5, 9, 12]
+    assert logged[9] == pytest.approx(sum(every_step[k] for k in range(6, 10)) / 4, rel=1e-6)

@@ -220,7 +220,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
         if "pending" in state:
             pending = list(state["pending"].to(device).unbind())
-        else:  # an older last.pth: a ring of log_every slots, this interval's losses in its first ones
+        else:  # a last.pth from mlp 0.1 up to commit 01f8ccd: a ring of log_every slots (the saved
+            # config's), this interval's losses in the first step % log_every of them
             pending = list(state["window"][:step % resume["config"]["train"]["log_every"]].to(device).unbind())
         torch.set_rng_state(state["rng"]["torch"])
         # A run resumed on another kind of device keeps its data order and weights, but its
