@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 
@@ -22,19 +23,22 @@ import torch.nn.functional as F
 
 from mlp.config import load_config
 from mlp.data import epoch_batches, load_data
+from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
 from mlp.model import build_model
 from mlp.tensorboard import RunLogger
-from mlp.train import build_optimizer, pick_device
+from mlp.train import build_optimizer
+
+from bench import positive_int, run  # this folder's bench.py
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default="configs/mnist.yaml")
     parser.add_argument("-s", "--set", dest="overrides", action="append", default=[], help="key=value")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per block")
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of blocks (on, off)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--steps", type=positive_int, default=300, help="training steps per block")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="pairs of blocks (on, off)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,7 +61,8 @@ def main() -> None:
         for step in range(1, args.steps + 1):
             idx = batches[position % len(batches)]
             position += 1
-            loss = F.cross_entropy(model(data.train.images[idx]), data.train.labels[idx])
+            x, y = data.train.images.index_select(0, idx), data.train.labels.index_select(0, idx)  # as fit does
+            loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -76,10 +76,14 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch
     assert _logged_losses(straight) == _logged_losses(folder)  # the interval cut by the stop included
 
 
-def _logged_losses(run):
+def _events(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    return [(e.step, e.value) for e in EventAccumulator(str(run)).Reload().Scalars("step/loss")]
+    return EventAccumulator(str(run)).Reload()
+
+
+def _logged_losses(run):
+    return [(e.step, e.value) for e in _events(run).Scalars("step/loss")]
 
 
 def test_a_last_pth_from_before_the_pending_losses_resumes_exactly(tiny_config, monkeypatch):
@@ -114,15 +118,13 @@ def test_a_second_ctrl_c_quits_at_once(tiny_config, monkeypatch):
 
 
 def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     with monkeypatch.context() as m:
         _signal_at_step(m, 23, signal.SIGINT)
         with pytest.raises(Interrupted) as stopped:
             fit(load_config(tiny_config, ["train.epochs=3", "train.log_every=1"]), "run", progress=False)
     cfg, ckpt, folder = resume_target(stopped.value.run_dir / "last.pth", [])
     fit(cfg, folder, resume=ckpt, progress=False)
-    events = EventAccumulator(str(folder)).Reload()
+    events = _events(folder)
     steps = [e.step for e in events.Scalars("step/loss")]
     assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
     assert [e.step for e in events.Scalars("val/accuracy")] == [1, 2, 3]
@@ -196,6 +198,9 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_epoch(tiny_confi
     assert load_checkpoint("run/last.pth")["resume"]["step"] == 16
     assert json.loads(open("run/metrics.json").read())["status"] == "diverged"
     assert evaluate_checkpoint("run/checkpoint.pth")["accuracy"] > 0.5  # the kept epoch still works
+    # TensorBoard keeps every finite interval before the failing one, and nothing after it.
+    logged = [e.step for e in _events("run").Scalars("step/loss")]
+    assert logged == list(range(5, -(-step // 5) * 5, 5))  # log_every 5; the interval holding `step` failed
 
 
 def test_resume_may_change_log_every_and_print_config_shows_the_runs_own(tiny_config, monkeypatch, capsys):

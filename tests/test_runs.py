@@ -76,3 +76,17 @@ def test_a_config_yaml_that_is_not_a_run_is_skipped(tmp_path):
     (tmp_path / "notes" / "config.yaml").write_text("- a list\n- not a run\n")
     (tmp_path / "odd" / "config.yaml").mkdir(parents=True)  # a folder with that name
     assert list_runs(tmp_path) == []
+
+
+def test_folders_whose_sections_are_not_mappings_are_skipped(runs):
+    (runs / "resnet").mkdir()
+    (runs / "resnet" / "config.yaml").write_text("model: resnet50\ntrain: {epochs: 3}\n")
+    _run(runs / "odd_best", 32, 0.1, 0.5, None)
+    metrics = json.loads((runs / "odd_best" / "metrics.json").read_text())
+    (runs / "odd_best" / "metrics.json").write_text(json.dumps({**metrics, "best": 5}))
+    _run(runs / "odd_epochs", 32, 0.1, 0.5, None)
+    (runs / "odd_epochs" / "metrics.json").write_text(json.dumps({**metrics, "epochs": "many"}))
+    assert [r["run"] for r in list_runs(runs)] == ["a", "b", "c", "sweep/width=64"]
+    shown = run_mlp("runs")
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[0] for line in shown.stdout.splitlines()[2:]] == ["a", "b", "c", "sweep/width=64"]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from conftest import run_mlp
 from mlp.errors import UserError
 from mlp.runs import format_runs, list_runs
-from mlp.sweep import parse_grid, plan_trials, run_sweep
+from mlp.sweep import parse_grid, plan_trials, run_sweep, trial_state
 
 # Plain SGD for one epoch leaves the fabricated data unsolved, so the trials' accuracies differ.
 HARD = ["train.epochs=1", "optimizer.name=sgd", "optimizer.momentum=0"]
@@ -35,16 +36,16 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     with open(sweep / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["trial"] for r in rows} == names
-    assert list(rows[0]) == ["trial", "optimizer.lr", "model.width", "status", "best_val_accuracy",
-                             "test_accuracy", "train_time_s"]
+    assert list(rows[0]) == ["trial", "optimizer.lr", "model.width", "status", "best_val_acc",
+                             "test_acc", "train_time_s"]
     for row in rows:
         m = metrics[row["trial"]]
-        assert float(row["best_val_accuracy"]) == m["best"]["val_accuracy"]
-        assert float(row["test_accuracy"]) == m["test"]["accuracy"]
+        assert float(row["best_val_acc"]) == m["best"]["val_accuracy"]
+        assert float(row["test_acc"]) == m["test"]["accuracy"]
         config = yaml.safe_load((sweep / row["trial"] / "config.yaml").read_text())
         assert (config["optimizer"]["lr"], config["model"]["width"]) == (float(row["optimizer.lr"]),
                                                                           int(row["model.width"]))
-    val = [float(r["best_val_accuracy"]) for r in rows]
+    val = [float(r["best_val_acc"]) for r in rows]
     assert val == sorted(val, reverse=True) and len(set(val)) > 1
     markdown = (sweep / "leaderboard.md").read_text().splitlines()
     assert len(markdown) == 2 + 4 and markdown[0].startswith("| trial | optimizer.lr | model.width |")
@@ -55,6 +56,7 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     runs = json.loads(listed.stdout)
     assert {r["run"] for r in runs} == names and [r["best_val_acc"] for r in runs] == val
     assert {(r["lr"], r["width"]) for r in runs} == {(0.001, 16), (0.001, 32), (0.005, 16), (0.005, 32)}
+    assert set(list(rows[0])[3:]) <= set(runs[0])  # the leaderboard's columns are named as in `mlp runs --json`
     table = format_runs(list_runs(sweep))
     assert all(name in table for name in names) and "best val acc" in table
 
@@ -134,3 +136,45 @@ def test_a_trial_folder_holding_another_config_is_refused(tiny_config, tmp_path)
 def test_a_key_in_both_set_and_grid_is_refused(tiny_config, tmp_path):
     with pytest.raises(UserError, match="model.width is both in --set and in --grid"):
         plan_trials(tiny_config, parse_grid(["model.width=16,32"]), ["model.width=8"], tmp_path)
+
+
+def test_a_diverged_trial_is_done_not_resumed(tiny_config, tmp_path, capsys):
+    [trial] = plan_trials(tiny_config, parse_grid(["model.width=16"]), [], Path("sweep"))
+    trial.run_dir.mkdir(parents=True)
+    (trial.run_dir / "config.yaml").write_text(trial.config_yaml)
+    (trial.run_dir / "last.pth").write_bytes(b"")  # never read: the trial is not resumed
+    epochs = [{"epoch": 1, "train_time_s": 0.5, "val_accuracy": 0.25}]
+    (trial.run_dir / "metrics.json").write_text(json.dumps({"status": "diverged", "epochs": epochs,
+                                                            "best": {"epoch": 1, "val_accuracy": 0.25}}))
+    assert trial_state(trial) == "diverged"
+    assert run_sweep(tiny_config, ["model.width=16"], [], Path("sweep"), jobs=1) == 1
+    out = capsys.readouterr().out
+    assert "1 diverged before, skipped" in out and "resuming" not in out and "training" not in out
+    assert not (trial.run_dir / "train.log").exists()
+    with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert (row["trial"], row["status"], row["best_val_acc"]) == ("width=16", "diverged", "0.25")
+
+
+def test_a_sweep_dir_that_is_a_file_or_cannot_be_made_is_a_user_error(tiny_config, tmp_path, monkeypatch):
+    (tmp_path / "taken").write_text("a file\n")
+    done = run_mlp("sweep", "--config", tiny_config, "--grid", "model.width=16,32", "--sweep-dir", "taken")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == "error: --sweep-dir taken is a file, not a folder\n"
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(UserError, match="--sweep-dir locked/sweep: cannot make the folder: Permission denied"):
+        run_sweep(tiny_config, ["model.width=16"], [], Path("locked/sweep"), jobs=1)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_sweep_dir_is_a_user_error(tiny_config, tmp_path):
+    (tmp_path / "sweep").mkdir(mode=0o500)
+    try:
+        with pytest.raises(UserError, match="--sweep-dir sweep is not writable"):
+            run_sweep(tiny_config, ["model.width=16"], [], Path("sweep"), jobs=1)
+    finally:
+        (tmp_path / "sweep").chmod(0o700)

@@ -54,13 +54,13 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
 def _sample_images(dataset: str) -> torch.Tensor:
     """The first test images of ``dataset``, normalised with the split's own mean and std."""
     from mlp.config import DataConfig
-    from mlp.data import channel_stats, ensure_files, normalise, read_split, resolve_root
+    from mlp.data import channel_stats, ensure_files, normalise, read_split, resolve_root, to_unit
 
     cfg = DataConfig(dataset=dataset)
     root = resolve_root(cfg.root)
     ensure_files(dataset, root, cfg.download)
     images, _, _ = read_split(dataset, root, train=False)
-    mean, std = channel_stats(images)
+    mean, std = channel_stats(to_unit(images, torch.device("cpu")))
     return normalise(images[:PIXEL_IMAGES], mean, std, torch.device("cpu"))
 
 

@@ -113,21 +113,18 @@ class TrainConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast for the forward pass; fp16 needs CUDA
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode
 
-    @field_validator("compile", mode="before")
-    @classmethod
-    def _compile_switch(cls, v):
-        return {True: "default", False: "off"}.get(v, v) if isinstance(v, bool) else v
-
     # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
     # gradient and weight norms): every log_every steps, once per epoch, or off.
     diagnostics: Literal["step", "epoch", "off"] = "step"
     histogram_every: int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
 
-    @field_validator("diagnostics", mode="before")
+    @field_validator("compile", "diagnostics", mode="before")
     @classmethod
-    def _yaml_on_off(cls, v):
-        # YAML reads a bare off/on (or no/yes) as false/true
-        return {False: "off", True: "step"}.get(v, v) if isinstance(v, bool) else v
+    def _yaml_on_off(cls, v, info):
+        # YAML reads a bare on/off (or yes/no) as true/false: on is each switch's usual setting
+        if not isinstance(v, bool):
+            return v
+        return ("default" if info.field_name == "compile" else "step") if v else "off"
 
     @field_validator("device")
     @classmethod

@@ -140,10 +140,10 @@ def _read_idx(path: Path, ndim: int) -> torch.Tensor:
     if magic != 0x0800 + ndim:
         raise ValueError(f"{path.name}: expected an IDX file of {ndim}-d unsigned bytes, magic number {magic:#x}")
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = data[4 + 4 * ndim:]
-    if len(body) != math.prod(shape):
-        raise ValueError(f"{path.name}: {len(body)} bytes of data for shape {shape}")
-    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+    header = 4 + 4 * ndim
+    if len(data) - header != math.prod(shape):
+        raise ValueError(f"{path.name}: {len(data) - header} bytes of data for shape {shape}")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).reshape(shape)  # one copy
 
 
 def _unpickle(path: Path) -> dict:
@@ -173,16 +173,24 @@ class Data:
     std: list[float]
 
 
-def channel_stats(images_u8: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), on the 0..1 scale."""
-    pixels = images_u8.float().div_(255)
+def to_unit(images_u8: torch.Tensor, device) -> torch.Tensor:
+    """uint8 images as float32 on ``device``, on the 0..1 scale."""
+    return images_u8.to(device=device, dtype=torch.float32).div_(255)
+
+
+def channel_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of images (N, C, H, W) on the 0..1 scale (``to_unit``)."""
     return pixels.mean(dim=(0, 2, 3)).tolist(), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
 
 
+def standardise_(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """Subtract ``mean`` and divide by ``std`` per channel, in place."""
+    shape, device = (1, -1, 1, 1), pixels.device
+    return pixels.sub_(torch.tensor(mean, device=device).view(shape)).div_(torch.tensor(std, device=device).view(shape))
+
+
 def normalise(images_u8: torch.Tensor, mean, std, device) -> torch.Tensor:
-    x = images_u8.to(device=device, dtype=torch.float32).div_(255)
-    shape = (1, -1, 1, 1)
-    return x.sub_(torch.tensor(mean, device=device).view(shape)).div_(torch.tensor(std, device=device).view(shape))
+    return standardise_(to_unit(images_u8, device), mean, std)
 
 
 def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test")) -> Data:
@@ -201,13 +209,13 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
             "choose a smaller data.val_size"
         )
     val_idx, train_idx = split_indices(len(labels), data_cfg.val_size, seed)
-    train_u8 = images[train_idx]
-    mean, std = channel_stats(train_u8)
+    train_pixels = to_unit(images[train_idx], device)  # the one float copy: statistics, then normalised
+    mean, std = channel_stats(train_pixels)
 
     def split(imgs, labs):
         return Split(normalise(imgs, mean, std, device), labs.to(device))
 
-    train = split(train_u8, labels[train_idx])
+    train = Split(standardise_(train_pixels, mean, std), labels[train_idx].to(device))
     val = split(images[val_idx], labels[val_idx]) if data_cfg.val_size else None
     test_images, test_labels, _ = read_split(name, root, train=False)
     return Data(name, train, val, split(test_images, test_labels), classes,

@@ -32,16 +32,17 @@ class LayerStats:
         self.asymptotes = activation.asymptotes
         self.last_preact: torch.Tensor | None = None
         self.last_act: torch.Tensor | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        if getattr(self, "peak", None) is None:
-            weight = self.block.linear.weight
-            self.peak = torch.zeros(weight.shape[0], device=weight.device)  # per unit, clamped below at 0
+        self.peak: torch.Tensor | None = None  # per unit, clamped below at 0 (ReLU family only)
+        if self.tracks_dead:
+            weight = block.linear.weight
+            self.peak = torch.zeros(weight.shape[0], device=weight.device)
             # One tensor for the whole run, at a fixed address: a compiled graph that updates it
             # in place can still be replayed as a CUDA graph (reduce-overhead).
             torch._dynamo.mark_static_address(self.peak)
-        else:
+        self.reset()
+
+    def reset(self) -> None:
+        if self.peak is not None:
             self.peak.zero_()
         self.trained = False  # whether a training batch went through since the last reset
 
@@ -88,16 +89,18 @@ class LayerDiagnostics:
 
     ``train_cfg.diagnostics``: ``step`` writes the statistics every ``log_every`` steps
     (call ``end_interval``), ``epoch`` once per epoch (``end_epoch``), ``off`` attaches
-    nothing.  Histograms are written at the end of every ``histogram_every``-th epoch.
+    nothing, and so does ``enabled=False`` (DDP ranks other than 0, which write no logs).
+    Histograms are written at the end of every ``histogram_every``-th epoch.
     """
 
-    def __init__(self, model: nn.Sequential, activation_spec, train_cfg, logger):
+    def __init__(self, model: nn.Sequential, activation_spec, train_cfg, logger, enabled: bool = True):
         self.mode = train_cfg.diagnostics
         self.histogram_every = train_cfg.histogram_every
         self.logger = logger
         self.layers: list[LayerStats] = []
         self.handles = []
-        if self.mode == "off":
+        if self.mode == "off" or not enabled:
+            self.mode, self.histogram_every = "off", 0
             return
         activation = ACTIVATIONS[parse_activation(activation_spec)[0]]
         for block in hidden_layers(model):

@@ -39,12 +39,17 @@ def read_run(folder: Path) -> dict[str, Any] | None:
         raise UserError(f"cannot read the run in {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if not isinstance(cfg, dict) or not isinstance(metrics, dict):
         return None  # a config.yaml that is not an mlp run's
-    model, train, optimizer = cfg.get("model", {}), cfg.get("train", {}), cfg.get("optimizer", {})
-    epochs = metrics.get("epochs", [])
+    data, model, train, optimizer = ({} if cfg.get(k) is None else cfg[k]
+                                     for k in ("data", "model", "train", "optimizer"))
+    best, test = ({} if metrics.get(k) is None else metrics[k] for k in ("best", "test"))
+    epochs = [] if metrics.get("epochs") is None else metrics["epochs"]
+    if not isinstance(epochs, list) or not all(
+            isinstance(part, dict) for part in (data, model, train, optimizer, best, test, *epochs)):
+        return None  # sections that are not mappings (model: resnet50, "best": 5): not an mlp run
     return {
         "run": str(folder),
         "status": metrics.get("status", "started"),
-        "dataset": cfg.get("data", {}).get("dataset"),
+        "dataset": data.get("dataset"),
         "activation": activation_label(model.get("activation")),
         "width": model.get("width"),
         "depth": model.get("depth"),
@@ -52,8 +57,8 @@ def read_run(folder: Path) -> dict[str, Any] | None:
         "optimizer": optimizer.get("name"),
         "epochs_done": len(epochs),
         "epochs": train.get("epochs"),
-        "best_val_acc": (metrics.get("best") or {}).get("val_accuracy"),
-        "test_acc": (metrics.get("test") or {}).get("accuracy"),
+        "best_val_acc": best.get("val_accuracy"),
+        "test_acc": test.get("accuracy"),
         "train_time_s": round(sum(e.get("train_time_s") or 0 for e in epochs), 2) if epochs else None,
     }
 
@@ -86,15 +91,21 @@ def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
 
 
 def format_runs(runs: list[dict[str, Any]]) -> str:
-    rows = [[run["run"], run["status"], run["dataset"], run["activation"], _width_text(run["width"]),
-             run["depth"], "" if run["lr"] is None else f"{run['lr']:g}", run["optimizer"],
-             f"{run['epochs_done']}/{run['epochs']}", percent(run["best_val_acc"]), percent(run["test_acc"]),
-             seconds(run["train_time_s"])] for run in runs]
-    return text_table(list(COLUMNS.values()), rows)
+    return text_table(list(COLUMNS.values()), [[cell(run, key) for key in COLUMNS] for run in runs])
 
 
-def _width_text(width) -> str:
-    return "-".join(map(str, width)) if isinstance(width, list) else str(width)
+def cell(run: dict[str, Any], key: str) -> Any:
+    """``run[key]`` as the tables show it (the sweep's leaderboard too)."""
+    value = run[key]
+    if key == "epochs_done":
+        return f"{value}/{run['epochs']}"
+    if key in ("best_val_acc", "test_acc"):
+        return percent(value)
+    if key == "train_time_s":
+        return seconds(value)
+    if key == "lr" and isinstance(value, (int, float)):
+        return f"{value:g}"
+    return "-".join(map(str, value)) if key == "width" and isinstance(value, list) else value
 
 
 def percent(fraction: float | None) -> str:

@@ -4,20 +4,22 @@
 their configs are validated before the first one starts.  A trial is ``mlp train`` in a
 child process writing ``SWEEP_DIR/<trial>/`` (its output goes to ``train.log`` there), so
 ``tensorboard --logdir SWEEP_DIR`` overlays the trials and a failing trial cannot take the
-others down.  Running the same sweep again skips finished trials and resumes interrupted ones
-from their ``last.pth``; a trial that failed before its first epoch is started afresh.
+others down.  Running the same sweep again skips finished (and diverged) trials and resumes
+interrupted ones from their ``last.pth``; a trial that failed before its first epoch is started afresh.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from mlp.config import dump_yaml, load_config, parse_override
 from mlp.errors import UserError
-from mlp.runs import markdown_table, percent, read_run, seconds, text_table
+from mlp.runs import COLUMNS, cell, markdown_table, read_run, text_table
 
 
 @dataclass
@@ -109,17 +111,25 @@ def _folder_safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", value).strip("_") or "_"
 
 
+DONE = ("finished", "diverged")  # a diverged trial would diverge again the same way: not rerun
+
+
 def trial_state(trial: Trial) -> str:
-    """``finished``, ``resume`` (last.pth of this config), or ``new`` (nothing worth keeping)."""
-    config_file = trial.run_dir / "config.yaml"
+    """``finished``, ``diverged``, ``resume`` (last.pth of this config), or ``new`` (nothing worth keeping)."""
+    config_file, metrics_file = trial.run_dir / "config.yaml", trial.run_dir / "metrics.json"
     if not config_file.is_file():
         return "new"
-    if config_file.read_text() != trial.config_yaml:
+    try:
+        same = config_file.read_text() == trial.config_yaml
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the run in {trial.run_dir}: {type(e).__name__}: {e}") from None
+    if not same:
         raise UserError(f"{trial.run_dir} holds a run with a different config; use another --sweep-dir "
                         "or remove that folder")
-    run = read_run(trial.run_dir)
-    if run["status"] == "finished":
-        return "finished"
+    status = metrics.get("status") if isinstance(metrics, dict) else None
+    if status in DONE:
+        return status
     return "resume" if (trial.run_dir / "last.pth").is_file() else "new"
 
 
@@ -192,13 +202,14 @@ def run_sweep(config: Path, grid_items: list[str], sets: list[str], sweep_dir: P
     sweep_dir = sweep_dir or Path("runs") / f"{load_config(config, sets).name}-sweep"
     trials = plan_trials(config, grid, sets, sweep_dir)
     states = {t.name: trial_state(t) for t in trials}
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in trials if states[t.name] != "finished"]
+    _make_sweep_dir(sweep_dir)
+    todo = [t for t in trials if states[t.name] not in DONE]
+    done = Counter(state for state in states.values() if state in DONE)
     print(f"sweep    {len(trials)} trials in {sweep_dir}" +
-          (f" ({len(trials) - len(todo)} finished before, skipped)" if len(todo) < len(trials) else "") +
+          (f" ({', '.join(f'{n} {state}' for state, n in done.items())} before, skipped)" if done else "") +
           (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""), flush=True)
 
-    outcomes = {t.name: "finished" for t in trials if states[t.name] == "finished"}
+    outcomes = {t.name: states[t.name] for t in trials if states[t.name] in DONE}
     children = _Children()
     with children.forwarding_signals(), ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {}
@@ -221,16 +232,27 @@ def run_sweep(config: Path, grid_items: list[str], sets: list[str], sweep_dir: P
     rows = leaderboard(trials, outcomes)
     write_leaderboard(sweep_dir, list(grid), rows)
     print()
-    print(text_table(["trial", *grid, *SHOWN_COLUMNS], [_shown(row) for row in rows]))
+    print(text_table(["trial", *grid, *(COLUMNS[k] for k in LEADERBOARD)], [_shown(row) for row in rows]))
     print(f"\nleaderboard.csv and leaderboard.md in {sweep_dir};  tensorboard --logdir {sweep_dir}")
     if children.signum is not None:
         print(f"sweep stopped by {signal.Signals(children.signum).name}; run the same command again to "
               "continue (finished trials are skipped, interrupted ones resume)", file=sys.stderr)
         return 128 + children.signum
-    failed = sum(o == "failed" for o in outcomes.values())
+    failed = sum(o in ("failed", "diverged") for o in outcomes.values())
     if failed:
         print(f"{failed} of {len(trials)} trials failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _make_sweep_dir(sweep_dir: Path) -> None:
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise UserError(f"--sweep-dir {sweep_dir} is a file, not a folder")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--sweep-dir {sweep_dir}: cannot make the folder: {e.strerror or e}") from None
+    if not os.access(sweep_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--sweep-dir {sweep_dir} is not writable; choose another folder")
 
 
 def _say(text: str, stream=None) -> None:
@@ -248,8 +270,8 @@ def _outcome(code: int | None, stopped: bool) -> str:
     return "interrupted" if stopped else "failed"
 
 
-CSV_COLUMNS = ["status", "best_val_accuracy", "test_accuracy", "train_time_s"]
-SHOWN_COLUMNS = ["status", "best val acc", "test acc", "train time"]
+# the leaderboard's columns after the trial and its swept values: keys of mlp.runs.COLUMNS, as in `mlp runs --json`
+LEADERBOARD = ["status", "best_val_acc", "test_acc", "train_time_s"]
 
 
 def leaderboard(trials: list[Trial], outcomes: dict[str, str]) -> list[list]:
@@ -267,11 +289,11 @@ def leaderboard(trials: list[Trial], outcomes: dict[str, str]) -> list[list]:
 
 def write_leaderboard(sweep_dir: Path, keys: list[str], rows: list[list]) -> None:
     with open(sweep_dir / "leaderboard.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["trial", *keys, *CSV_COLUMNS], *rows])
-    table = markdown_table(["trial", *keys, *SHOWN_COLUMNS], [_shown(row) for row in rows])
+        csv.writer(f).writerows([["trial", *keys, *LEADERBOARD], *rows])
+    table = markdown_table(["trial", *keys, *(COLUMNS[k] for k in LEADERBOARD)], [_shown(row) for row in rows])
     (sweep_dir / "leaderboard.md").write_text(table + "\n")
 
 
 def _shown(row: list) -> list:
-    *fields, val, test, time = row
-    return [*fields, percent(val), percent(test), seconds(time)]
+    run = dict(zip(LEADERBOARD, row[-len(LEADERBOARD):]))
+    return [*row[:-len(LEADERBOARD)], *(cell(run, key) for key in LEADERBOARD)]

@@ -116,9 +116,11 @@ class RunLogger:
         self.writer.add_image(tag, to_rgb_array(fig), step, dataformats="HWC")
 
     def close(self) -> None:
+        """Flush and close the event file; a second call does nothing."""
         if self.writer is None:
             return
         self.writer.close()
+        self.writer = None
 
 
 def _wait_for_a_later_second(run_dir: Path) -> None:

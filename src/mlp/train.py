@@ -152,6 +152,9 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
         raise UserError(f"--resume {file}: this checkpoint has no training state (it is a best-model "
                         f"checkpoint); resume from last.pth in the same run folder")
     saved = validate_config(ckpt["config"], source=f"config in {file}")
+    state = ckpt["resume"]
+    if "pending" not in state:  # written before 0.1's pending losses: a ring of log_every slots
+        state["pending"] = state.pop("window")[:state["step"] % saved.train.log_every]
     raw = saved.to_dict()
     for item in overrides:
         key, value = parse_override(item)
@@ -218,11 +221,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         history, best, carried = state["history"], state["best"], state["accumulated"]
         if not is_main:  # the saved totals so far are all ranks' together: count them once
             carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        if "pending" in state:
-            pending = list(state["pending"].to(device).unbind())
-        else:  # a last.pth from mlp 0.1 up to commit 01f8ccd: a ring of log_every slots (the saved
-            # config's), this interval's losses in the first step % log_every of them
-            pending = list(state["window"][:step % resume["config"]["train"]["log_every"]].to(device).unbind())
+        pending = list(state["pending"].to(device).unbind())
         torch.set_rng_state(state["rng"]["torch"])
         # A run resumed on another kind of device keeps its data order and weights, but its
         # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
@@ -256,8 +255,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     if resume is None and is_main:
         logger.start(cfg.to_dict(), model, data.train.images, data.mean, data.std)
     # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
-    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train if is_main else
-                                   cfg.train.model_copy(update={"diagnostics": "off", "histogram_every": 0}), logger)
+    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger, enabled=is_main)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
@@ -287,148 +285,151 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
             "name": cfg.name, "status": status, "device": str(device), "parameters": n_params,
             "epochs": history, "best": best, **({"test": test} if test is not None else {})})
 
-    stop = StopRequest(world_size, announce=is_main)
-    with stop.installed():
-        while epoch < cfg.train.epochs:
-            epoch_start_rng = data_rng.get_state()
-            batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
-            # Per-step metrics stay on the device: the losses in `epoch_losses` (and `pending`),
-            # each batch's predicted classes in its slot of `predicted`.  They are totalled when
-            # the epoch ends (and at logging steps for the progress bar, when it is shown).
-            sizes = [len(b) for b in batches]
-            first_batch, epoch_losses = batch_in_epoch, []
-            predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
-            predicted_slots = predicted.split(sizes)
-            sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
+    def interrupted() -> Interrupted:
+        """What a stop raises, once last.pth holds the finished work."""
+        write_metrics("interrupted")
+        return Interrupted(stop.signum, run_dir)
 
-            def totals():
-                """This epoch's loss sum (a float), correct count (a device tensor) and sample
-                count so far, a resumed epoch's earlier part included.  The losses are added on
-                the host one step after another, so a resumed epoch sums to the same float as an
-                uninterrupted one."""
+    stop = StopRequest(world_size, announce=is_main)
+    try:  # whatever ends the run (a stop, divergence, Ctrl-C twice), the event file is flushed
+        with stop.installed():
+            while epoch < cfg.train.epochs:
+                epoch_start_rng = data_rng.get_state()
+                batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
+                # Per-step metrics stay on the device: the losses in `epoch_losses` (and `pending`),
+                # each batch's predicted classes in its slot of `predicted`.  They are totalled when
+                # the epoch ends (and at logging steps for the progress bar, when it is shown).
+                sizes = [len(b) for b in batches]
+                first_batch, epoch_losses = batch_in_epoch, []
+                predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
+                predicted_slots = predicted.split(sizes)
+                sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
+
+                def correct_and_seen():
+                    """This epoch's correct count (a device tensor) and sample count so far, a resumed
+                    epoch's earlier part included."""
+                    done = torch.cat(batches[first_batch:batch_in_epoch] or [batches[0][:0]])  # the samples seen
+                    correct = carried["correct"] + (
+                        predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
+                    return correct, carried["seen"] + sample_at[batch_in_epoch] - sample_at[first_batch]
+
+                elapsed = carried["time"]
+                model.train()
+                bar = tqdm(total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           leave=False, dynamic_ncols=True, disable=not progress)
+                started = time.perf_counter()
+                for idx in batches[batch_in_epoch:]:
+                    x, y = data.train.images.index_select(0, idx), data.train.labels.index_select(0, idx)
+                    if augment_kind:
+                        x = augment(x, augment_kind, augment_rng, pad_value)
+                    with autocast():
+                        logits = forward(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    if world_size > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its share
+                        global_batch = min(batch_size, n_train - batch_in_epoch * batch_size)
+                        scaler.scale(loss * (len(y) * world_size / global_batch)).backward()
+                    else:
+                        scaler.scale(loss).backward()
+                    if cfg.train.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if scheduler is not None:
+                        scheduler.step()
+                    epoch_losses.append(loss.detach())
+                    pending.append(epoch_losses[-1])
+                    torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
+                    step += 1
+                    batch_in_epoch += 1
+                    bar.update()
+                    if step % cfg.train.log_every == 0:
+                        window, first_step = torch.stack(pending), step - len(pending)
+                        pending = []
+                        if world_size > 1:  # every rank checks, logs and stops on the same numbers
+                            distributed.average_(window)
+                            stop.agree(device)
+                        _check_finite(window, first_step, write_metrics)
+                        running = window.mean().item()
+                        logger.step(step, running, optimizer.param_groups[0]["lr"])
+                        diagnostics.end_interval(step)
+                        if progress:
+                            correct, seen = correct_and_seen()
+                            bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
+                    if stop.signum is not None and batch_in_epoch < len(batches):
+                        break
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed += time.perf_counter() - started
+                bar.close()
+                # The losses are added on the host one step after another, so a resumed epoch sums
+                # to the same float as an uninterrupted one.
                 loss_sum = carried["loss_sum"]
                 for loss_value, size in zip(_stack(epoch_losses, device).tolist(), sizes[first_batch:]):
                     loss_sum += loss_value * size
-                done = torch.cat(batches[first_batch:batch_in_epoch]) if batch_in_epoch > first_batch else None
-                correct = carried["correct"] + (
-                    (predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
-                    if done is not None else torch.zeros((), dtype=torch.long, device=device))
-                return loss_sum, correct, carried["seen"] + sample_at[batch_in_epoch] - sample_at[first_batch]
+                correct, seen = correct_and_seen()
+                if world_size > 1:
+                    loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
+                    stop.agree(device)
+                window = _stack(pending, device)  # the losses not yet logged
+                if world_size > 1:  # they become the ranks' average, so last.pth holds that
+                    distributed.average_(window)
+                    pending = list(window.unbind())
+                _check_finite(window, step - len(pending), write_metrics)
+                if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
+                    save_last(epoch_start_rng, loss_sum, correct.item(), seen, elapsed)
+                    raise interrupted()
 
-            elapsed = carried["time"]
-            model.train()
-            bar = tqdm(total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       leave=False, dynamic_ncols=True, disable=not progress)
-            started = time.perf_counter()
-            for idx in batches[batch_in_epoch:]:
-                x, y = data.train.images.index_select(0, idx), data.train.labels.index_select(0, idx)
-                if augment_kind:
-                    x = augment(x, augment_kind, augment_rng, pad_value)
-                with autocast():
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                if world_size > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its share
-                    global_batch = min(batch_size, n_train - batch_in_epoch * batch_size)
-                    scaler.scale(loss * (len(y) * world_size / global_batch)).backward()
-                else:
-                    scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                epoch_losses.append(loss.detach())
-                pending.append(epoch_losses[-1])
-                torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
-                step += 1
-                batch_in_epoch += 1
-                bar.update()
-                if step % cfg.train.log_every == 0:
-                    window, first_step = torch.stack(pending), step - len(pending)
-                    pending = []
-                    if world_size > 1:  # every rank checks, logs and stops on the same numbers
-                        distributed.average_(window)
-                        stop.agree(device)
-                    _check_finite(window, first_step, write_metrics)
-                    running = window.mean().item()
-                    logger.step(step, running, optimizer.param_groups[0]["lr"])
-                    diagnostics.end_interval(step)
-                    if progress:
-                        _, correct, seen = totals()
-                        bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
-                if stop.signum is not None and batch_in_epoch < len(batches):
-                    break
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed += time.perf_counter() - started
-            bar.close()
-            loss_sum, correct, seen = totals()
-            if world_size > 1:
-                loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
-                # The losses not yet logged become the ranks' average, so last.pth holds that.
-                window = _stack(pending, device)
-                distributed.average_(window)
-                pending = list(window.unbind())
-                stop.agree(device)
-            _check_finite(_stack(pending, device), step - len(pending), write_metrics)
-            if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
-                save_last(epoch_start_rng, loss_sum, correct.item(), seen, elapsed)
-                write_metrics("interrupted")
-                logger.close()
-                raise Interrupted(stop.signum, run_dir)
+                record = {"epoch": epoch + 1, "step": step,
+                          "train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen}
+                if data.val is not None:
+                    val = evaluate(model, data.val, len(data.classes), cfg.train.eval_batch_size)
+                    record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                record.update(lr=optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 4),
+                              samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
+                history.append(record)
+                logger.epoch(epoch + 1, record)
+                diagnostics.end_epoch(epoch + 1, step)
+                improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
+                if improved:
+                    best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
+                            "val_loss": record.get("val_loss")}
+                epoch, batch_in_epoch = epoch + 1, 0
+                carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+                if improved and is_main:
+                    save_checkpoint(run_dir / "checkpoint.pth", {**payload("best"), "metrics": record})
+                save_last(data_rng.get_state(), 0.0, 0, 0, 0.0)
+                write_metrics("running")
+                if is_main:
+                    print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
+                if stop.signum is not None and epoch < cfg.train.epochs:
+                    raise interrupted()
 
-            record = {"epoch": epoch + 1, "step": step,
-                      "train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen}
-            if data.val is not None:
-                val = evaluate(model, data.val, len(data.classes), cfg.train.eval_batch_size)
-                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            record.update(lr=optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 4),
-                          samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
-            history.append(record)
-            logger.epoch(epoch + 1, record)
-            diagnostics.end_epoch(epoch + 1, step)
-            improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
-            if improved:
-                best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
-                        "val_loss": record.get("val_loss")}
-            epoch, batch_in_epoch = epoch + 1, 0
-            carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-            if improved and is_main:
-                save_checkpoint(run_dir / "checkpoint.pth", {**payload("best"), "metrics": record})
-            save_last(data_rng.get_state(), 0.0, 0, 0, 0.0)
-            write_metrics("running")
-            if is_main:
-                print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
-            if stop.signum is not None and epoch < cfg.train.epochs:
-                write_metrics("interrupted")
-                logger.close()
-                raise Interrupted(stop.signum, run_dir)
-
-    if not is_main:
+        if not is_main:
+            return run_dir
+        # The final report: the best checkpoint, measured once on the test split.
+        diagnostics.close()
+        best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
+        model.load_state_dict(best_ckpt["model_state"])
+        test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
+        test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
+        save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
+        write_metrics("finished", test_summary)
+        # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
+        figures = cfg.train.diagnostics != "off"
+        logger.test(best["epoch"], test, data.classes, figures)
+        if figures:
+            shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+            wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
+            logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+                                 shown.labels[wrong], data.classes, data.mean, data.std)
+        print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
+              f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
         return run_dir
-    # The final report: the best checkpoint, measured once on the test split.
-    diagnostics.close()
-    best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
-    model.load_state_dict(best_ckpt["model_state"])
-    test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
-    test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
-    save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
-    write_metrics("finished", test_summary)
-    # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
-    figures = cfg.train.diagnostics != "off"
-    logger.test(best["epoch"], test, data.classes, figures)
-    if figures:
-        shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
-        wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
-        logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
-                             shown.labels[wrong], data.classes, data.mean, data.std)
-    logger.close()
-    print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
-          f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
-    return run_dir
+    finally:
+        diagnostics.close()
+        logger.close()
 
 
 def _stack(losses: list[torch.Tensor], device: torch.device) -> torch.Tensor:
