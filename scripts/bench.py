@@ -117,7 +117,7 @@ def bench_limit(data, cfg, device, epochs, batch_size) -> float:
     """The arithmetic alone: the same steps over the same normalised images already on the device
     (``data``, loaded once by main), with mlp's optimizer for ``cfg`` (the configured Adam, fused
     where torch has a fused kernel), and nothing else."""
-    from mlp.train import build_optimizer
+    from mlp.optim import build_optimizer
 
     x, y, n = data.train.images, data.train.labels, len(data.train)
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
 from mlp.model import build_model
 from mlp.tensorboard import RunLogger
-from mlp.train import build_optimizer
+from mlp.optim import build_optimizer
 
 from bench import positive_int, run  # this folder's bench.py
 

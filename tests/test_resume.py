@@ -1,5 +1,6 @@
 """Never lose a run: interruption, exact resume, atomic checkpoints, the divergence guard."""
 
+import io
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import torch
 
 import mlp.train
 from conftest import run_mlp, write_config
-from mlp.checkpoint import load_checkpoint, save_checkpoint
+from mlp.checkpoint import load_checkpoint
 from mlp.config import load_config
 from mlp.errors import Interrupted
 from mlp.evaluate import evaluate_checkpoint
@@ -64,8 +65,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch
     assert state["step"] == stop_step  # the step in flight when the signal came is completed and kept
     assert json.loads((stopped.value.run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
-    cfg, ckpt, folder = resume_target(stopped.value.run_dir, [])
-    fit(cfg, folder, resume=ckpt, progress=False)
+    folder = fit(resume_target(stopped.value.run_dir, []), progress=False)
 
     a, b = _weights(straight / "last.pth"), _weights(folder / "last.pth")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -86,8 +86,10 @@ def _logged_losses(run):
     return [(e.step, e.value) for e in _events(run).Scalars("step/loss")]
 
 
-def test_a_last_pth_from_before_the_pending_losses_resumes_exactly(tiny_config, monkeypatch):
-    """Earlier versions saved the logging interval's losses as a ring of log_every slots."""
+@pytest.mark.parametrize("ring", [False, True])
+def test_a_format_1_last_pth_resumes_exactly(tiny_config, monkeypatch, ring):
+    """Format 1 saved the training state under other names (``rng``, ``accumulated``), and before
+    the pending losses, as a ring of log_every slots (``window``)."""
     straight = fit(load_config(tiny_config, EXACT), "straight", progress=False)
     with monkeypatch.context() as m:
         _signal_at_step(m, 7, signal.SIGINT)
@@ -95,16 +97,22 @@ def test_a_last_pth_from_before_the_pending_losses_resumes_exactly(tiny_config, 
             fit(load_config(tiny_config, EXACT), "stopped", progress=False)
     last = stopped.value.run_dir / "last.pth"
     ckpt = load_checkpoint(last)
-    pending = ckpt["resume"].pop("pending")
-    assert len(pending) == 2  # steps 6 and 7 of a log_every=5 run
-    ring = torch.full((5,), 1e6)  # slots no step of this interval wrote
-    ring[:2] = pending
-    ckpt["resume"]["window"] = ring
-    save_checkpoint(last, ckpt)
+    state = ckpt["resume"]
+    state["rng"], state["accumulated"] = state.pop("streams"), state.pop("carried")
+    if ring:
+        pending = state.pop("pending")
+        assert len(pending) == 2  # steps 6 and 7 of a log_every=5 run
+        state["window"] = torch.full((5,), 1e6)  # slots no step of this interval wrote
+        state["window"][:2] = pending
+    buffer = io.BytesIO()
+    torch.save({**ckpt, "format_version": 1}, buffer)
+    last.write_bytes(buffer.getvalue())
+    assert load_checkpoint(last)["format_version"] == 1
 
-    cfg, ckpt, folder = resume_target(stopped.value.run_dir, [])
-    fit(cfg, folder, resume=ckpt, progress=False)
+    folder = fit(resume_target(stopped.value.run_dir, []), progress=False)
     assert _logged_losses(straight) == _logged_losses(folder)
+    a, b = _weights(straight / "last.pth"), _weights(folder / "last.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((straight / "metrics.json").read_text())["test"] == \
         json.loads((folder / "metrics.json").read_text())["test"]
 
@@ -122,8 +130,7 @@ def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):
         _signal_at_step(m, 23, signal.SIGINT)
         with pytest.raises(Interrupted) as stopped:
             fit(load_config(tiny_config, ["train.epochs=3", "train.log_every=1"]), "run", progress=False)
-    cfg, ckpt, folder = resume_target(stopped.value.run_dir / "last.pth", [])
-    fit(cfg, folder, resume=ckpt, progress=False)
+    folder = fit(resume_target(stopped.value.run_dir / "last.pth", []), progress=False)
     events = _events(folder)
     steps = [e.step for e in events.Scalars("step/loss")]
     assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
@@ -215,8 +222,7 @@ def test_resume_may_change_log_every_and_print_config_shows_the_runs_own(tiny_co
     assert done.value.code == 0
     shown = capsys.readouterr().out
     assert "width: 48" in shown and "log_every: 3" in shown and "name: tiny" in shown
-    cfg, ckpt, folder = resume_target("run", ["train.log_every=3"])
-    fit(cfg, folder, resume=ckpt, progress=False)
+    folder = fit(resume_target("run", ["train.log_every=3"]), progress=False)
     assert json.loads((folder / "metrics.json").read_text())["status"] == "finished"
     # The losses of steps 6 and 7 (after the log at step 5) carry over: the first log of the
     # resumed run, at step 9, is the mean of steps 6-9 of the same run logged at every step.

@@ -22,7 +22,7 @@ def _fit(path, overrides=(), run_dir="run"):
 
 def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
     run = _fit(tiny_config, ["train.epochs=3"])
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events")) == \
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(("events", ".lock"))) == \
         ["checkpoint.pth", "config.yaml", "last.pth", "metrics.json"]
     metrics = json.loads((run / "metrics.json").read_text())
     history = metrics["epochs"]
@@ -44,7 +44,7 @@ def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
 def test_checkpoint_is_plain_data_and_eval_reproduces_the_test_accuracy(tiny_config):
     run = _fit(tiny_config)
     raw = torch.load(run / "checkpoint.pth", weights_only=True)
-    assert raw["format_version"] == 1 and raw["classes"][0] == "0 - zero"
+    assert raw["format_version"] == 2 and raw["classes"][0] == "0 - zero"
     assert raw["input_shape"] == [1, 28, 28] and len(raw["normalization"]["mean"]) == 1
     metrics = json.loads((run / "metrics.json").read_text())
     result = evaluate_checkpoint(run / "checkpoint.pth")

@@ -19,7 +19,9 @@ import torch
 
 from mlp.errors import UserError
 
-FORMAT_VERSION = 1
+# 2: last.pth's "resume" section is the training state under its own field names (mlp.train.TrainingState);
+# a format-1 last.pth is converted when it is resumed (mlp.train.upgrade_resume_section).
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "model_state", "classes", "input_shape", "normalization")
 
 
@@ -28,32 +30,59 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     A crash at any moment leaves either the old file or the new one, never a torn one.
     """
-    path = Path(path)
+    atomic_write_many({Path(path): data})
+
+
+def atomic_write_many(files: dict[Path, bytes]) -> None:
+    """Several files, all or none: every one is written to its temporary file and fsynced before
+    the first rename, so a full disk (or any failed write) leaves all the old files in place."""
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            written.append((_write_temporary(path, data), path))
+    except BaseException:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, path in written:
+        os.replace(tmp, path)
+    for folder in {path.parent for path in files}:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the renames themselves durable
+        finally:
+            os.close(dir_fd)
+
+
+def _write_temporary(path: Path, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    return tmp
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, "torch_version": str(torch.__version__), **payload}, buffer)
+    return buffer.getvalue()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, "torch_version": str(torch.__version__), **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, checkpoint_bytes(payload))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every process hits it: say it once
+                print(f"error: {e}", file=sys.stderr)
             raise typer.Exit(2) from None
         except Interrupted as e:
             print(f"stopped by {e.signal_name}; last.pth is saved. Resume with:  mlp train --resume {e.run_dir}",
@@ -77,7 +78,7 @@ def train(
         if resume is not None:
             from mlp.train import resume_target
 
-            typer.echo(dump_yaml(resume_target(resume, set_)[0]), nl=False)
+            typer.echo(dump_yaml(resume_target(resume, set_, lock=False).config), nl=False)
         else:
             typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return

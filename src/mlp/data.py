@@ -244,18 +244,26 @@ def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: i
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
-                  rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+                  rank: int = 0, world_size: int = 1, min_last: int = 1) -> list[torch.Tensor]:
     """Index tensors for one epoch: consecutive slices of a seeded permutation.
 
     The permutation is drawn on the CPU so a seed gives the same order on every device.
-    With several processes, each takes its own disjoint share of every global batch.
+    With several processes, each takes its own disjoint share of every global batch.  A last
+    batch smaller than ``min_last`` joins the one before it (batch norm cannot train on one image).
     """
     perm = torch.randperm(n, generator=generator).to(device)
-    batches = perm.split(batch_size)
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < min_last:
+        batches[-2:] = [torch.cat(batches[-2:])]
     if world_size > 1:
         batches = [b[rank::world_size] for b in batches]
-    return list(batches)
+    return batches
 
+
+def batches_per_epoch(n: int, batch_size: int, min_last: int = 1) -> int:
+    """How many batches ``epoch_batches`` makes of ``n`` images."""
+    full, last = divmod(n, batch_size)
+    return full + (1 if last >= min_last or (last and not full) else 0)
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad_value: torch.Tensor) -> torch.Tensor:

@@ -55,22 +55,30 @@ def process_group(device_name: str):
         dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank among those torchrun started (0 without torchrun), before any group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def check_batches_split(n_train: int, batch_size: int, world_size: int) -> None:
-    """Every process must get at least one image of every global batch, the last one included."""
-    if batch_size < world_size:
+def check_batches_split(n_train: int, batch_size: int, world_size: int, per_rank: int = 1) -> None:
+    """Every process must get at least ``per_rank`` images of every global batch, the last one included
+    (two with batch norm, which cannot train on one)."""
+    need = per_rank * world_size
+    if batch_size < need:
         raise UserError(f"train.batch_size {batch_size} is the global batch, split over {world_size} processes; "
-                        f"set train.batch_size to at least {world_size} (a multiple of {world_size} splits evenly) "
+                        f"set train.batch_size to at least {need} (a multiple of {world_size} splits evenly) "
                         "or launch fewer processes")
     last = n_train % batch_size
-    if 0 < last < world_size:
+    if 0 < last < need:
         raise UserError(f"the last batch of each epoch holds {last} of the {n_train} training images "
-                        f"(train.batch_size {batch_size}), too few for {world_size} processes; change "
+                        f"(train.batch_size {batch_size}), too few for {world_size} processes"
+                        + (" with batch norm" if per_rank > 1 else "") + "; change "
                         "train.batch_size or data.val_size, or launch fewer processes")
 
 

@@ -1,4 +1,4 @@
-"""The one exception type that means "the user asked for something that cannot be done"."""
+"""The exceptions that mean "the user asked for something that cannot be done" or "the run ended early"."""
 
 
 class UserError(Exception):
@@ -9,8 +9,16 @@ class UserError(Exception):
     """
 
 
-class Interrupted(Exception):
+class RunEnded(Exception):
+    """A training run that ended before its last epoch; ``status`` is what metrics.json records."""
+
+    status = "failed"
+
+
+class Interrupted(RunEnded):
     """Training stopped on SIGINT or SIGTERM after saving ``last.pth``; exit code 128 + signal."""
+
+    status = "interrupted"
 
     def __init__(self, signum: int, run_dir):
         import signal
@@ -19,3 +27,13 @@ class Interrupted(Exception):
         self.run_dir = run_dir
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {self.signal_name}")
+
+
+class Diverged(RunEnded, UserError):
+    """The loss became NaN or infinite; the files of the last finished epoch stay."""
+
+    status = "diverged"
+
+    def __init__(self, loss: float, step: int):
+        super().__init__(f"training diverged: the loss is {loss} at step {step}; lower optimizer.lr or set "
+                         "train.grad_clip (last.pth and checkpoint.pth, if any, hold the last finished epoch)")

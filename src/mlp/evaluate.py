@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,31 @@ import torch.nn.functional as F
 from mlp.data import Split
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """The model in eval mode (dropout off, batch norm on its running statistics) for the block,
+    then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, num_classes: int, batch_size: int = 1024) -> dict[str, Any]:
     """Everything is summed on the device and read back once at the end."""
-    was_training = model.training
-    model.eval()
     device = split.labels.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
-    for start in range(0, len(split), batch_size):
-        x = split.images[start : start + batch_size]
-        y = split.labels[start : start + batch_size]
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            x = split.images[start : start + batch_size]
+            y = split.labels[start : start + batch_size]
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     confusion = confusion.view(num_classes, num_classes).cpu()  # rows: true class, columns: predicted
     total = int(confusion.sum())
     correct = int(confusion.diag().sum())
@@ -44,19 +55,17 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, batch_size:
 def misclassified(model: torch.nn.Module, split: Split, limit: int, batch_size: int = 1024
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices into ``split`` and predicted labels of its first ``limit`` wrongly classified images."""
-    was_training = model.training
-    model.eval()
     indices, predicted = [], []
     found = 0
-    for start in range(0, len(split), batch_size):
-        pred = model(split.images[start : start + batch_size]).argmax(1)
-        wrong = (pred != split.labels[start : start + batch_size]).nonzero().squeeze(1)
-        indices.append(wrong + start)
-        predicted.append(pred[wrong])
-        found += len(wrong)
-        if found >= limit:
-            break
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            pred = model(split.images[start : start + batch_size]).argmax(1)
+            wrong = (pred != split.labels[start : start + batch_size]).nonzero().squeeze(1)
+            indices.append(wrong + start)
+            predicted.append(pred[wrong])
+            found += len(wrong)
+            if found >= limit:
+                break
     return torch.cat(indices)[:limit], torch.cat(predicted)[:limit]
 
 

@@ -21,11 +21,11 @@ import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlp.config import dump_yaml, load_config, parse_override
+from mlp import signals
 from mlp.errors import UserError
 from mlp.runs import COLUMNS, cell, markdown_table, read_run, text_table
 
@@ -149,14 +149,8 @@ class _Children:
             for proc in self.running:
                 proc.send_signal(signum)
 
-    @contextmanager
     def forwarding_signals(self):
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        return signals.handling(self._handle)
 
     def run(self, trial: Trial, state: str, config: Path, jobs: int, announce: str) -> tuple[int | None, str]:
         """Train one trial to the end; its exit code (None if never started) and last output line.

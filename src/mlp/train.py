@@ -1,19 +1,25 @@
-"""The training loop: ``fit(config) -> run directory``.
+"""The training loop: ``fit(config) -> run folder``.
 
-Read top to bottom: pick the device, load the data onto it, build the model and optimizer,
-make the run folder, then one loop over epochs and batches.  Every epoch ends with a
-validation pass, ``last.pth`` (everything needed to resume exactly), ``checkpoint.pth``
-when validation accuracy improved, and ``metrics.json``.  The run closes with the best
-checkpoint measured on the test split.
+``fit`` tells a run's story: build the parts (``Trainer``), open the run's folder, restore an
+interrupted run's state, train epoch after epoch, then measure the best checkpoint on the test
+split (``report_on_test``).  Who owns what:
+
+- ``Trainer``: the parts of one run (device, data, model, optimizer, schedule, logs) and the
+  epoch: ``train_step`` is one optimizer step, ``train_epoch`` the batches of an epoch,
+  ``end_epoch`` validation and the epoch's files;
+- ``TrainingState`` (state.py): where the run is and what it has measured, saved in last.pth
+  under its own field names; ``EpochMetrics`` (state.py): one epoch's per-step results;
+- ``RunFolder`` (run_folder.py): every file of the run, and the lock;
+- ``StopRequest`` (signals.py): SIGINT and SIGTERM.  A stop and a divergence are exceptions
+  (``Interrupted``, ``Diverged``) that carry the status metrics.json records.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,138 +29,369 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mlp import __version__, distributed
-from mlp.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from mlp.config import (Config, activation_label, dump_yaml, load_config, parse_override, set_dotted,
-                        validate_config)
-from mlp.data import DATASETS, augment, epoch_batches, load_data
+from mlp.checkpoint import load_checkpoint
+from mlp.config import Config, activation_label, dump_yaml, load_config, parse_override, set_dotted, validate_config
+from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
 from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
-from mlp.errors import Interrupted, UserError
+from mlp.errors import Diverged, Interrupted, RunEnded, UserError
 from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
+from mlp.optim import build_optimizer, build_scheduler
+from mlp.run_folder import RunFolder, metrics_record
+from mlp.signals import StopRequest
+from mlp.state import EpochMetrics, EpochTotals, RandomStreams, TrainingState, stack, upgrade_resume_section
 from mlp.tensorboard import RunLogger
 
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer, fused into one kernel per step where torch has one for the device."""
-    o = cfg.optimizer
-    if o.name == "sgd":
-        cls, kwargs = torch.optim.SGD, dict(momentum=o.momentum, nesterov=o.nesterov)
-    else:
-        cls, kwargs = (torch.optim.Adam if o.name == "adam" else torch.optim.AdamW), dict(betas=o.betas)
-    try:
-        return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=True, **kwargs)
-    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or dtype
-        return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, **kwargs)
+@dataclass(frozen=True)
+class Resume:
+    """An interrupted run to continue: its config, its last.pth and its folder (locked), together."""
+
+    config: Config
+    checkpoint: dict[str, Any]
+    folder: RunFolder
 
 
-def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
-    """A scheduler stepped once per optimizer step, or None for a constant rate."""
-    s, sched = cfg.scheduler, torch.optim.lr_scheduler
-    total = cfg.train.epochs * steps_per_epoch
-    if s.name == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=s.max_lr or cfg.optimizer.lr, total_steps=total,
-                                pct_start=s.pct_start)
-    warmup = min(round(s.warmup_epochs * steps_per_epoch), total - 1)
-    if s.name == "step":
-        main = sched.StepLR(optimizer, step_size=s.step_size * steps_per_epoch, gamma=s.gamma)
-    elif s.name == "cosine":
-        main = sched.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=s.min_lr)
-    else:
-        main = None
-    if warmup <= 0:
-        return main
-    ramp = sched.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
-    return sched.SequentialLR(optimizer, [ramp, main or sched.ConstantLR(optimizer, factor=1.0, total_iters=0)],
-                              milestones=[warmup])
-
-
-def make_run_dir(cfg: Config, run_dir: Path | None, overwrite: bool, runs_root: Path) -> Path:
-    """A fresh folder: ``runs/<name>-<time>`` (never reused), or the ``--run-dir`` asked for."""
-    if run_dir is None:
-        base = Path(runs_root) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, n = base, 2
-        while True:
-            try:
-                path.mkdir(parents=True)
-                return path
-            except FileExistsError:
-                path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--run-dir {path} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
-                            f"or use --resume {path} to continue it")
-        for item in path.iterdir():
-            if item.name in RUN_FILES or item.name.startswith("events.out.tfevents."):
-                item.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-class StopRequest:
-    """The first SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT quits.
-
-    With several ranks, each may get the signal at a different step, so it is only recorded
-    in ``received``; the loop acts on ``signum`` once the ranks have agreed on it (``agree``).
-    """
-
-    def __init__(self, world_size: int = 1, announce: bool = True):
-        self.signum: int | None = None  # the stop the loop acts on
-        self.received: int | None = None  # the signal this process got
-        self.world_size, self.announce = world_size, announce
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-        if self.world_size == 1:
-            self.signum = signum
-        if self.announce and self.world_size == 1:
-            tqdm.write(f"\n{signal.Signals(signum).name}: saving last.pth after this step "
-                       "(Ctrl-C again to quit at once)")
-        elif self.announce:
-            tqdm.write(f"\n{signal.Signals(signum).name}: all processes save last.pth and stop at the next "
-                       "logging step or epoch end")
-
-    def agree(self, device: torch.device) -> None:
-        self.signum = distributed.agree_on_stop(self.received, device)
-
-    @contextmanager
-    def installed(self):
+def fit(start: Config | Resume, run_dir: Path | None = None, *, overwrite: bool = False,
+        runs_root: Path = Path("runs"), progress: bool = True) -> Path:
+    """Train a config from scratch (into ``run_dir``, or a new folder under ``runs_root``), or
+    continue a run from ``resume_target``; returns the run's folder."""
+    resume = start if isinstance(start, Resume) else None
+    cfg = resume.config if resume else start
+    trainer = Trainer(cfg, progress)
+    folder = resume.folder if resume else open_run_folder(cfg, run_dir, overwrite, runs_root)
+    with folder:
+        if resume:
+            trainer.restore(resume.checkpoint)
+        else:
+            folder.write_config(dump_yaml(cfg))
+        trainer.start(folder, resumed=resume is not None)
+        stop = StopRequest(trainer.world_size, announce=trainer.is_main)
         try:
-            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread: leave signals alone
-            yield self
-            return
-        try:
-            yield self
+            with stop.installed():
+                while trainer.state.epoch < cfg.train.epochs:
+                    trainer.run_epoch(folder, stop)
+                if trainer.is_main:
+                    report_on_test(trainer, folder, stop)
+        except RunEnded as ended:
+            folder.write_status(ended.status, trainer.state.history, trainer.state.best)
+            raise
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            trainer.close()
+    return folder.path
 
 
-def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, Any], Path]:
-    """The config, saved state and run folder of a run to continue (``--resume``)."""
+class Trainer:
+    """The parts of one run and its epochs.  Under DDP every rank has one; rank 0 (``is_main``)
+    alone writes files, logs and prints."""
+
+    def __init__(self, cfg: Config, progress: bool = True):
+        self.cfg = cfg
+        self.rank, self.world_size = distributed.rank_and_world_size()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self.device = self._setup_device()
+        # Rank 0 draws what a single process would; the other ranks get their own dropout draws
+        # (their initial weights are replaced by rank 0's when DDP wraps the model).
+        torch.manual_seed(cfg.seed + 2 * self.rank)
+        self.data = load_data(cfg.data, self.device, cfg.seed)
+        self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
+        self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
+        self.parameters = count_parameters(self.model)
+        self._setup_optimization()
+        self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
+        # augmentation pads with a black pixel, normalised
+        self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
+        self.augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
+        self.logger: RunLogger | None = None
+        self.diagnostics: LayerDiagnostics | None = None
+
+    def _setup_device(self) -> torch.device:
+        device = pick_device(self.cfg.train.device)
+        if self.cfg.train.precision == "fp16" and device.type != "cuda":
+            raise UserError(f"train.precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
+        return device
+
+    def _setup_optimization(self) -> None:
+        cfg, n_train = self.cfg, len(self.data.train)
+        # Batch norm cannot train on a batch of one image: a last batch of one joins the one before
+        # (a single process), or the batches must give every rank two (DDP, which weighs by share).
+        batch_norm = cfg.model.norm == "batch"
+        self.min_last_batch = 2 if batch_norm and self.world_size == 1 else 1
+        if self.world_size > 1:
+            distributed.check_batches_split(n_train, cfg.train.batch_size, self.world_size,
+                                            per_rank=2 if batch_norm else 1)
+        self.optimizer = build_optimizer(cfg, self.model)
+        steps_per_epoch = batches_per_epoch(n_train, cfg.train.batch_size, self.min_last_batch)
+        self.scheduler = build_scheduler(cfg, self.optimizer, steps_per_epoch)
+        # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Everything last.pth saved: weights, optimizer, schedule, loss scaler and the training state."""
+        resume = checkpoint["resume"]
+        self.model.load_state_dict(checkpoint["model_state"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scaler.load_state_dict(resume["scaler"])
+        if self.scheduler is not None and resume["scheduler"] is not None:
+            self.scheduler.load_state_dict(resume["scheduler"])
+        self.state.load_state_dict(resume, count_carried=self.is_main)
+
+    def start(self, folder: RunFolder, resumed: bool) -> None:
+        """Wrap the model for DDP and compilation, say what runs, open TensorBoard and the diagnostics."""
+        cfg, data = self.cfg, self.data
+        # Under DDP, `model` stays the plain module (its state_dict has plain keys, so a checkpoint
+        # loads in a single process); `forward` is the wrapper that all-reduces the gradients.
+        if self.world_size > 1:
+            self.forward = DistributedDataParallel(self.model)
+        if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
+            self.forward = torch.compile(self.forward, mode=cfg.train.compile)
+        folder.facts = {"name": cfg.name, "device": str(self.device), "parameters": self.parameters}
+        if self.is_main:
+            widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
+            print(f"run      {folder.path}")
+            print(f"model    {widths}, {activation_label(cfg.model.activation)}, {self.parameters:,} parameters")
+            print(f"data     {data.name}: {len(data.train)} train / {len(data.val) if data.val else 0} val / "
+                  f"{len(data.test)} test images on {self.device}"
+                  + (f", {self.world_size} processes" if self.world_size > 1 else ""))
+        # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
+        self.logger = RunLogger(folder.path, purge_step=self.state.step + 1 if resumed else None,
+                                enabled=self.is_main)
+        if not resumed and self.is_main:
+            self.logger.start(cfg.to_dict(), self.model, data.train.images, data.mean, data.std)
+        # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
+        self.diagnostics = LayerDiagnostics(self.model, cfg.model.activation, cfg.train, self.logger,
+                                            enabled=self.is_main)
+
+    def run_epoch(self, folder: RunFolder, stop: StopRequest) -> None:
+        """Train one epoch (or the rest of a resumed one) and end it; a stop saves last.pth and raises."""
+        totals, finished = self.train_epoch(stop)
+        if not finished:  # stopped mid-epoch by a signal
+            self.state.carried = totals
+            if self.is_main:
+                folder.save(last=self.checkpoint("last"))
+            raise Interrupted(stop.signum, folder.path)
+        self.end_epoch(totals, folder)
+        if stop.signum is not None and self.state.epoch < self.cfg.train.epochs:
+            raise Interrupted(stop.signum, folder.path)
+
+    def train_epoch(self, stop: StopRequest) -> tuple[EpochTotals, bool]:
+        """The epoch's batches from where the state stands; its totals over all ranks, and whether
+        it reached its last batch."""
+        s, n_train = self.state, len(self.data.train)
+        batches = epoch_batches(n_train, self.cfg.train.batch_size, s.streams.data, self.device, self.rank,
+                                self.world_size, self.min_last_batch)
+        metrics = EpochMetrics(batches, s.batch, s.carried, self.data.train.labels)
+        self.model.train()
+        bar = tqdm(total=len(batches), initial=s.batch, desc=f"epoch {s.epoch + 1}/{self.cfg.train.epochs}",
+                   leave=False, dynamic_ncols=True, disable=not self.progress)
+        started = time.perf_counter()
+        for idx in batches[s.batch:]:
+            loss, logits = self.train_step(idx)
+            metrics.record(s.batch, loss, logits)
+            s.pending.append(loss)
+            s.step, s.batch = s.step + 1, s.batch + 1
+            bar.update()
+            if s.step % self.cfg.train.log_every == 0:
+                self.end_interval(stop, metrics, bar)
+            if stop.signum is not None and s.batch < len(batches):
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        totals = metrics.totals(s.batch, time.perf_counter() - started)
+        bar.close()
+        if self.world_size > 1:
+            totals.loss_sum, totals.correct, totals.seen = distributed.sum_over_ranks(
+                self.device, totals.loss_sum, totals.correct, totals.seen)
+            stop.agree(self.device)
+        self.check_unlogged_losses()
+        return totals, s.batch == len(batches)
+
+    def train_step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the training images at ``idx``: the loss (a 0-d device tensor) and logits."""
+        x, y = self.data.train.images.index_select(0, idx), self.data.train.labels.index_select(0, idx)
+        if self.augment_kind:
+            x = augment(x, self.augment_kind, self.state.streams.augment, self.pad_value)
+        with self.autocast():
+            logits = self.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.world_size > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its share
+            batch_size = self.cfg.train.batch_size
+            global_batch = min(batch_size, len(self.data.train) - self.state.batch * batch_size)
+            self.scaler.scale(loss * (len(y) * self.world_size / global_batch)).backward()
+        else:
+            self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), logits
+
+    def end_interval(self, stop: StopRequest, metrics: EpochMetrics, bar: tqdm) -> None:
+        """Every ``log_every`` steps: the interval's losses and diagnostics go to TensorBoard."""
+        window, first = self.state.take_pending()
+        if self.world_size > 1:  # every rank checks, logs and stops on the same numbers
+            distributed.average_(window)
+            stop.agree(self.device)
+        check_finite(window, first)
+        running = window.mean().item()
+        self.logger.step(self.state.step, running, self.optimizer.param_groups[0]["lr"])
+        self.diagnostics.end_interval(self.state.step)
+        if self.progress:
+            correct, seen = metrics.correct_and_seen(self.state.batch)
+            bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
+
+    def check_unlogged_losses(self) -> None:
+        """At an epoch's end (or a stop), the losses since the last logging step must be finite too.
+        Under DDP they become the ranks' average, which last.pth then holds."""
+        s = self.state
+        window = stack(s.pending, self.device)
+        if self.world_size > 1:
+            distributed.average_(window)
+            s.pending = list(window.unbind())
+        check_finite(window, s.step - len(s.pending) + 1)
+
+    def end_epoch(self, totals: EpochTotals, folder: RunFolder) -> None:
+        """Validate, record the epoch, write its files (all or none) and print its line."""
+        s, data = self.state, self.data
+        record = {"epoch": s.epoch + 1, "step": s.step, "train_loss": totals.loss_sum / totals.seen,
+                  "train_accuracy": totals.correct / totals.seen}
+        if data.val is not None:
+            val = evaluate(self.model, data.val, len(data.classes), self.cfg.train.eval_batch_size)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        record.update(lr=self.optimizer.param_groups[0]["lr"], train_time_s=round(totals.time, 4),
+                      samples_per_s=round(totals.seen / totals.time, 1) if totals.time > 0 else None)
+        improved = data.val is None or record["val_accuracy"] > s.best["val_accuracy"]
+        s.finish_epoch(record, improved)
+        self.logger.epoch(record["epoch"], record)
+        self.diagnostics.end_epoch(record["epoch"], s.step)
+        if self.is_main:
+            folder.save(last=self.checkpoint("last"),
+                        best=self.checkpoint("best", metrics=record) if improved else None,
+                        metrics=metrics_record("running", s.history, s.best))
+            print(epoch_line(record, self.cfg.train.epochs, improved and data.val is not None), flush=True)
+
+    def checkpoint(self, kind: str, **extra) -> dict[str, Any]:
+        """What checkpoint.pth (``best``) or last.pth (``last``, with the resume section) holds now."""
+        s, data = self.state, self.data
+        payload = {"kind": kind, "mlp_version": __version__, "config": self.cfg.to_dict(),
+                   "model_state": self.model.state_dict(), "classes": data.classes,
+                   "input_shape": list(data.input_shape), "normalization": {"mean": data.mean, "std": data.std},
+                   "epoch": s.epoch, "step": s.step, "parameters": self.parameters, **extra}
+        if kind == "last":
+            payload["resume"] = {**s.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                                 "scaler": self.scaler.state_dict()}
+        return payload
+
+    def close(self) -> None:
+        """Whatever ended the run (a stop, divergence, Ctrl-C twice), the hooks go and the event file is flushed."""
+        if self.diagnostics is not None:
+            self.diagnostics.close()
+        if self.logger is not None:
+            self.logger.close()
+
+
+def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> dict[str, Any]:
+    """The final report: the best checkpoint, measured once on the test split, into checkpoint.pth,
+    metrics.json, TensorBoard and the terminal.  A stop that came meanwhile leaves it for the resume."""
+    data, best = trainer.data, trainer.state.best
+    best_checkpoint = folder.best_checkpoint()
+    trainer.model.load_state_dict(best_checkpoint["model_state"])
+    test = evaluate(trainer.model, data.test, len(data.classes), trainer.cfg.train.eval_batch_size)
+    if stop.signum is not None:
+        raise Interrupted(stop.signum, folder.path)
+    summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
+    folder.save(best={**best_checkpoint, "test": summary},
+                metrics=metrics_record("finished", trainer.state.history, best, summary))
+    trainer.diagnostics.close()
+    # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
+    figures = trainer.cfg.train.diagnostics != "off"
+    trainer.logger.test(best["epoch"], test, data.classes, figures)
+    if figures:
+        shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+        wrong, predicted = misclassified(trainer.model, shown, limit=32, batch_size=trainer.cfg.train.eval_batch_size)
+        trainer.logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+                                     shown.labels[wrong], data.classes, data.mean, data.std)
+    print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
+          f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
+    return summary
+
+
+def check_finite(losses: torch.Tensor, first_step: int) -> None:
+    """``losses`` are those of steps ``first_step, first_step + 1, ...``; the first bad one ends the run."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0])
+    raise Diverged(losses[bad].item(), first_step + bad)
+
+
+def epoch_line(record: dict, epochs: int, best: bool) -> str:
+    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}",
+             f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}"]
+    if "val_accuracy" in record:
+        parts.append(f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}")
+    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f}/s)")
+    return "  ".join(parts) + ("  *" if best else "")
+
+
+def open_run_folder(cfg: Config, run_dir: Path | None, overwrite: bool, runs_root: Path) -> RunFolder:
+    """A new run's folder, made and locked by rank 0; the other ranks get its path and write nothing."""
+    made: list[RunFolder] = []
+
+    def make() -> Path:
+        made.append(RunFolder.create(cfg.name, run_dir, overwrite, runs_root))
+        return made[0].path
+
+    path = distributed.on_main(make)
+    return made[0] if made else RunFolder(path, writes=False)
+
+
+def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume:
+    """The run to continue (``--resume``): its folder (locked unless ``lock`` is false), last.pth
+    and config with the allowed ``--set`` changes applied."""
     path = Path(path)
     file = path / "last.pth" if path.is_dir() else path
     if path.is_dir() and not file.is_file():
         raise UserError(f"--resume {path}: no last.pth in that folder, so there is nothing to resume")
-    ckpt = load_checkpoint(file)
-    if "resume" not in ckpt:
-        raise UserError(f"--resume {file}: this checkpoint has no training state (it is a best-model "
-                        f"checkpoint); resume from last.pth in the same run folder")
-    saved = validate_config(ckpt["config"], source=f"config in {file}")
-    state = ckpt["resume"]
-    if "pending" not in state:  # written before 0.1's pending losses: a ring of log_every slots
-        state["pending"] = state.pop("window")[:state["step"] % saved.train.log_every]
+    if not file.is_file():
+        load_checkpoint(file)  # raises the message that says what is wrong with the path
+    folder = RunFolder.existing(file.parent, writes=lock and distributed.launched_rank() == 0)
+    try:
+        ckpt = load_checkpoint(file)  # read with the lock held: no other process is writing it
+        if "resume" not in ckpt:
+            raise UserError(f"--resume {file}: this checkpoint has no training state (it is a best-model "
+                            f"checkpoint); resume from last.pth in the same run folder")
+        saved = validate_config(ckpt["config"], source=f"config in {file}")
+        if ckpt["format_version"] == 1:
+            ckpt["resume"] = upgrade_resume_section(ckpt["resume"], saved.train.log_every)
+        cfg = _changed_on_resume(saved, overrides, file, ckpt["resume"]["epoch"])
+        best_epoch = ckpt["resume"]["best"]["epoch"]
+        if best_epoch is not None and not (folder.path / "checkpoint.pth").is_file():
+            raise UserError(f"--resume {folder.path}: checkpoint.pth (the best epoch so far, {best_epoch}) is "
+                            "missing; put it back, or start a new run with --config "
+                            f"{folder.path / 'config.yaml'}")
+        return Resume(cfg, ckpt, folder)
+    except BaseException:
+        folder.release(forget=not (folder.path / "config.yaml").is_file())  # no lock file left in a non-run folder
+        raise
+
+
+def _changed_on_resume(saved: Config, overrides: list[str], file: Path, epochs_done: int) -> Config:
     raw = saved.to_dict()
     for item in overrides:
         key, value = parse_override(item)
@@ -166,304 +403,16 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
     if cfg.train.epochs != saved.train.epochs and cfg.scheduler.name in ("cosine", "onecycle"):
         raise UserError(f"--set train.epochs: the {cfg.scheduler.name} schedule of this run was planned for "
                         f"{saved.train.epochs} epochs and cannot be stretched; start a new run")
-    if cfg.train.epochs < ckpt["resume"]["epoch"]:
-        raise UserError(f"--set train.epochs={cfg.train.epochs}: this run has already finished "
-                        f"{ckpt['resume']['epoch']} epochs")
-    return cfg, ckpt, file.parent
-
-
-def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | None = None,
-        overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True) -> Path:
-    rank, world_size = distributed.rank_and_world_size()
-    is_main = rank == 0
-    progress = progress and is_main
-    device = pick_device(cfg.train.device)
-    if cfg.train.precision == "fp16" and device.type != "cuda":
-        raise UserError(f"train.precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
-    # Rank 0 draws what a single process would; the other ranks get their own dropout and
-    # augmentation draws (their initial weights are replaced by rank 0's when DDP wraps the model).
-    torch.manual_seed(cfg.seed + 2 * rank)
-    data = load_data(cfg.data, device, cfg.seed)
-    model = build_model(cfg.model, data.input_shape, len(data.classes)).to(device)
-    optimizer = build_optimizer(cfg, model)
-    # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
-    n_train, batch_size = len(data.train), cfg.train.batch_size
-    if world_size > 1:
-        distributed.check_batches_split(n_train, batch_size, world_size)
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
-    data_rng = torch.Generator().manual_seed(cfg.seed)  # batch order
-    augment_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 2 * rank)
-    pad_value = (-torch.tensor(data.mean) / torch.tensor(data.std)).to(device)  # a black pixel, normalised
-    augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
-
-    # Where the loop starts: from scratch, or exactly where last.pth left off.
-    epoch, batch_in_epoch, step = 0, 0, 0
-    history: list[dict[str, Any]] = []
-    best = {"epoch": None, "val_accuracy": -1.0}
-    carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-    # Every step's loss stays on the device as the 0-d tensor the step made (keeping it costs no
-    # kernel); they are stacked and read back once per logging interval and once per epoch.
-    pending: list[torch.Tensor] = []  # the losses since the last logging step
-    if resume is not None:
-        state = resume["resume"]
-        model.load_state_dict(resume["model_state"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        epoch, batch_in_epoch, step = state["epoch"], state["batch"], state["step"]
-        history, best, carried = state["history"], state["best"], state["accumulated"]
-        if not is_main:  # the saved totals so far are all ranks' together: count them once
-            carried = {**carried, "loss_sum": 0.0, "correct": 0, "seen": 0}
-        pending = list(state["pending"].to(device).unbind())
-        torch.set_rng_state(state["rng"]["torch"])
-        # A run resumed on another kind of device keeps its data order and weights, but its
-        # device random streams (augmentation, CUDA dropout) cannot carry over: they restart seeded.
-        if state["rng"].get("device_type", "cpu") == device.type:
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            augment_rng.set_state(state["rng"]["augment"])
-        data_rng.set_state(state["rng"]["data_epoch_start"])
-        for leftover in run_dir.glob(".*.tmp") if is_main else ():  # a write cut short by a kill -9
-            leftover.unlink(missing_ok=True)
-    else:
-        run_dir = distributed.on_main(lambda: make_run_dir(cfg, run_dir, overwrite, runs_root))
-        if is_main:
-            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    # Under DDP, `model` stays the plain module (its state_dict has plain keys, so a checkpoint
-    # loads in a single process); `forward` is the wrapper that all-reduces the gradients.
-    forward = DistributedDataParallel(model) if world_size > 1 else model
-    if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
-        forward = torch.compile(forward, mode=cfg.train.compile)
-    n_params = count_parameters(model)
-    widths = " → ".join(str(w) for w in [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)])
-    if is_main:
-        print(f"run      {run_dir}")
-        print(f"model    {widths}, {activation_label(cfg.model.activation)}, "
-              f"{n_params:,} parameters")
-        print(f"data     {data.name}: {n_train} train / {len(data.val) if data.val else 0} val / "
-              f"{len(data.test)} test images on {device}"
-              + (f", {world_size} processes" if world_size > 1 else ""))
-    # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
-    logger = RunLogger(run_dir, purge_step=step + 1 if resume is not None else None, enabled=is_main)
-    if resume is None and is_main:
-        logger.start(cfg.to_dict(), model, data.train.images, data.mean, data.std)
-    # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
-    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger, enabled=is_main)
-
-    def payload(kind: str) -> dict[str, Any]:
-        return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
-                "model_state": model.state_dict(), "classes": data.classes,
-                "input_shape": list(data.input_shape),
-                "normalization": {"mean": data.mean, "std": data.std},
-                "epoch": epoch, "step": step, "parameters": n_params}
-
-    def save_last(epoch_start_rng: torch.Tensor, loss_sum, correct, seen, elapsed) -> None:
-        if not is_main:
-            return
-        save_checkpoint(run_dir / "last.pth", {**payload("last"), "resume": {
-            "epoch": epoch, "batch": batch_in_epoch, "step": step,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "data_epoch_start": epoch_start_rng, "device_type": device.type,
-                    "augment": augment_rng.get_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            "accumulated": {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "time": elapsed},
-            "pending": _stack(pending, device).cpu(),  # the losses since the last logging step
-            "history": history, "best": best}})
-
-    def write_metrics(status: str, test: dict | None = None) -> None:
-        if not is_main:
-            return
-        atomic_write_json(run_dir / "metrics.json", {
-            "name": cfg.name, "status": status, "device": str(device), "parameters": n_params,
-            "epochs": history, "best": best, **({"test": test} if test is not None else {})})
-
-    def interrupted() -> Interrupted:
-        """What a stop raises, once last.pth holds the finished work."""
-        write_metrics("interrupted")
-        return Interrupted(stop.signum, run_dir)
-
-    stop = StopRequest(world_size, announce=is_main)
-    try:  # whatever ends the run (a stop, divergence, Ctrl-C twice), the event file is flushed
-        with stop.installed():
-            while epoch < cfg.train.epochs:
-                epoch_start_rng = data_rng.get_state()
-                batches = epoch_batches(n_train, batch_size, data_rng, device, rank, world_size)
-                # Per-step metrics stay on the device: the losses in `epoch_losses` (and `pending`),
-                # each batch's predicted classes in its slot of `predicted`.  They are totalled when
-                # the epoch ends (and at logging steps for the progress bar, when it is shown).
-                sizes = [len(b) for b in batches]
-                first_batch, epoch_losses = batch_in_epoch, []
-                predicted = torch.empty(sum(sizes), dtype=torch.long, device=device)
-                predicted_slots = predicted.split(sizes)
-                sample_at = [0, *itertools.accumulate(sizes)]  # where each batch starts in `predicted`
-
-                def correct_and_seen():
-                    """This epoch's correct count (a device tensor) and sample count so far, a resumed
-                    epoch's earlier part included."""
-                    done = torch.cat(batches[first_batch:batch_in_epoch] or [batches[0][:0]])  # the samples seen
-                    correct = carried["correct"] + (
-                        predicted[sample_at[first_batch]:sample_at[batch_in_epoch]] == data.train.labels[done]).sum()
-                    return correct, carried["seen"] + sample_at[batch_in_epoch] - sample_at[first_batch]
-
-                elapsed = carried["time"]
-                model.train()
-                bar = tqdm(total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           leave=False, dynamic_ncols=True, disable=not progress)
-                started = time.perf_counter()
-                for idx in batches[batch_in_epoch:]:
-                    x, y = data.train.images.index_select(0, idx), data.train.labels.index_select(0, idx)
-                    if augment_kind:
-                        x = augment(x, augment_kind, augment_rng, pad_value)
-                    with autocast():
-                        logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    if world_size > 1:  # DDP averages the ranks' gradients: weigh each rank's mean by its share
-                        global_batch = min(batch_size, n_train - batch_in_epoch * batch_size)
-                        scaler.scale(loss * (len(y) * world_size / global_batch)).backward()
-                    else:
-                        scaler.scale(loss).backward()
-                    if cfg.train.grad_clip:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if scheduler is not None:
-                        scheduler.step()
-                    epoch_losses.append(loss.detach())
-                    pending.append(epoch_losses[-1])
-                    torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
-                    step += 1
-                    batch_in_epoch += 1
-                    bar.update()
-                    if step % cfg.train.log_every == 0:
-                        window, first_step = torch.stack(pending), step - len(pending)
-                        pending = []
-                        if world_size > 1:  # every rank checks, logs and stops on the same numbers
-                            distributed.average_(window)
-                            stop.agree(device)
-                        _check_finite(window, first_step, write_metrics)
-                        running = window.mean().item()
-                        logger.step(step, running, optimizer.param_groups[0]["lr"])
-                        diagnostics.end_interval(step)
-                        if progress:
-                            correct, seen = correct_and_seen()
-                            bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
-                    if stop.signum is not None and batch_in_epoch < len(batches):
-                        break
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                elapsed += time.perf_counter() - started
-                bar.close()
-                # The losses are added on the host one step after another, so a resumed epoch sums
-                # to the same float as an uninterrupted one.
-                loss_sum = carried["loss_sum"]
-                for loss_value, size in zip(_stack(epoch_losses, device).tolist(), sizes[first_batch:]):
-                    loss_sum += loss_value * size
-                correct, seen = correct_and_seen()
-                if world_size > 1:
-                    loss_sum, correct, seen = distributed.sum_over_ranks(device, loss_sum, correct, seen)
-                    stop.agree(device)
-                window = _stack(pending, device)  # the losses not yet logged
-                if world_size > 1:  # they become the ranks' average, so last.pth holds that
-                    distributed.average_(window)
-                    pending = list(window.unbind())
-                _check_finite(window, step - len(pending), write_metrics)
-                if batch_in_epoch < len(batches):  # stopped mid-epoch by a signal
-                    save_last(epoch_start_rng, loss_sum, correct.item(), seen, elapsed)
-                    raise interrupted()
-
-                record = {"epoch": epoch + 1, "step": step,
-                          "train_loss": loss_sum / seen, "train_accuracy": correct.item() / seen}
-                if data.val is not None:
-                    val = evaluate(model, data.val, len(data.classes), cfg.train.eval_batch_size)
-                    record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                record.update(lr=optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 4),
-                              samples_per_s=round(seen / elapsed, 1) if elapsed > 0 else None)
-                history.append(record)
-                logger.epoch(epoch + 1, record)
-                diagnostics.end_epoch(epoch + 1, step)
-                improved = data.val is None or record["val_accuracy"] > best["val_accuracy"]
-                if improved:
-                    best = {"epoch": epoch + 1, "val_accuracy": record.get("val_accuracy"),
-                            "val_loss": record.get("val_loss")}
-                epoch, batch_in_epoch = epoch + 1, 0
-                carried = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-                if improved and is_main:
-                    save_checkpoint(run_dir / "checkpoint.pth", {**payload("best"), "metrics": record})
-                save_last(data_rng.get_state(), 0.0, 0, 0, 0.0)
-                write_metrics("running")
-                if is_main:
-                    print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
-                if stop.signum is not None and epoch < cfg.train.epochs:
-                    raise interrupted()
-
-        if not is_main:
-            return run_dir
-        # The final report: the best checkpoint, measured once on the test split.
-        diagnostics.close()
-        best_ckpt = load_checkpoint(run_dir / "checkpoint.pth")
-        model.load_state_dict(best_ckpt["model_state"])
-        test = evaluate(model, data.test, len(data.classes), cfg.train.eval_batch_size)
-        test_summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
-        save_checkpoint(run_dir / "checkpoint.pth", {**best_ckpt, "test": test_summary})
-        write_metrics("finished", test_summary)
-        # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
-        figures = cfg.train.diagnostics != "off"
-        logger.test(best["epoch"], test, data.classes, figures)
-        if figures:
-            shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
-            wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
-            logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
-                                 shown.labels[wrong], data.classes, data.mean, data.std)
-        print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
-              f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
-        return run_dir
-    finally:
-        diagnostics.close()
-        logger.close()
-
-
-def _stack(losses: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    return torch.stack(losses) if losses else torch.zeros(0, device=device)
-
-
-def _check_finite(losses: torch.Tensor, first_step: int, write_metrics) -> None:
-    finite = torch.isfinite(losses)
-    if bool(finite.all()):
-        return
-    bad = int((~finite).nonzero()[0])
-    write_metrics("diverged")
-    raise UserError(f"training diverged: the loss is {losses[bad].item()} at step {first_step + bad + 1}; "
-                    "lower optimizer.lr or set train.grad_clip (last.pth and checkpoint.pth, if any, "
-                    "hold the last finished epoch)")
-
-
-def _summary(record: dict, epochs: int, best: bool) -> str:
-    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}",
-             f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}"]
-    if "val_accuracy" in record:
-        parts.append(f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}")
-    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f}/s)")
-    return "  ".join(parts) + ("  *" if best else "")
+    if cfg.train.epochs < epochs_done:
+        raise UserError(f"--set train.epochs={cfg.train.epochs}: this run has already finished {epochs_done} epochs")
+    return cfg
 
 
 def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | None = None,
                      resume: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """What ``mlp train`` does: resolve the config (or the run to resume) and fit,
     data-parallel across the processes when torchrun launched several."""
-    ckpt = None
-    if resume is not None:
-        cfg, ckpt, run_dir = resume_target(resume, overrides)
-    else:
-        cfg = load_config(config, overrides)
+    start = resume_target(resume, overrides) if resume is not None else load_config(config, overrides)
+    cfg = start.config if isinstance(start, Resume) else start
     with distributed.process_group(cfg.train.device):
-        return fit(cfg, run_dir, resume=ckpt, overwrite=overwrite, progress=progress)
+        return fit(start, run_dir, overwrite=overwrite, progress=progress)

@@ -1,0 +1,175 @@
+"""A run's folder and the files mlp keeps in it, owned by one object.
+
+```
+runs/<name>-<time>/
+  config.yaml            the resolved config, written when the run starts
+  last.pth               the latest state: everything needed to resume exactly
+  checkpoint.pth         the best epoch on validation accuracy
+  metrics.json           status, per-epoch history, best epoch, final test metrics
+  events.out.tfevents.*  TensorBoard (mlp.tensorboard.RunLogger writes those)
+  .lock                  held by the one process that writes the run
+```
+
+One process at a time writes a run: ``RunFolder`` holds an exclusive lock on ``.lock`` from
+the moment it opens the folder until the run ends (the operating system drops it when a process
+dies, so a killed run never blocks the next one).  Every file is written to a temporary file,
+fsynced and renamed; the files that end an epoch are written together, all or none, so a full
+disk leaves the previous epoch's set intact and consistent.  A failed write is one line naming
+the folder and the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlp.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
+from mlp.errors import UserError
+
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
+LOCK_FILE = ".lock"
+
+
+class RunFolder:
+    """The folder of one run.  ``writes=False`` (DDP ranks other than 0) makes every write a no-op."""
+
+    def __init__(self, path: Path, writes: bool = True):
+        self.path = Path(path)
+        self.writes = writes
+        self.facts: dict[str, Any] = {}  # what heads metrics.json: name, device, parameters
+        self._lock = None
+
+    @classmethod
+    def create(cls, name: str, run_dir: Path | None, overwrite: bool, runs_root: Path) -> RunFolder:
+        """A fresh folder, locked: ``runs_root/<name>-<time>`` (never reused), or the ``--run-dir`` asked for."""
+        if run_dir is None:
+            base = Path(runs_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            path, n = base, 2
+            while not _made(path):
+                path, n = base.with_name(f"{base.name}-{n}"), n + 1
+            return cls(path).locked()
+        path = Path(run_dir)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--run-dir {path} is a file, not a folder")
+        _made(path, exist_ok=True)
+        folder = cls(path).locked()
+        if any(item.name != LOCK_FILE for item in path.iterdir()):
+            if not overwrite:
+                folder.release()
+                raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
+                                f"or use --resume {path} to continue it")
+            for item in path.iterdir():
+                if item.name in RUN_FILES or item.name.startswith("events.out.tfevents."):
+                    item.unlink()
+        folder.remove_leftovers()
+        return folder
+
+    @classmethod
+    def existing(cls, path: Path, writes: bool = True) -> RunFolder:
+        """The folder of a run to continue, locked (when this process writes it)."""
+        folder = cls(path, writes)
+        if writes:
+            folder.locked().remove_leftovers()
+        return folder
+
+    # The lock ------------------------------------------------------------------------------
+
+    def locked(self) -> RunFolder:
+        import fcntl
+
+        try:
+            lock = open(self.path / LOCK_FILE, "a+")
+        except OSError as e:
+            raise UserError(f"cannot write in {self.path}: {e.strerror}; choose a folder you can write to") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(lock) or "its process id is not recorded"
+            lock.close()
+            raise UserError(f"{self.path} is in use by another mlp process ({holder}); wait for it to end, "
+                            "or give another folder") from None
+        stale = _read(lock)
+        if stale:  # written by a process that ended without releasing it: killed, or its machine went down
+            print(f"note: {self.path} was locked by {stale}, which is no longer running; taking the lock over",
+                  file=sys.stderr)
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
+        self._lock = lock
+        return self
+
+    def release(self, forget: bool = False) -> None:
+        """Drop the lock; ``forget`` also removes the lock file (a folder that turned out to hold no run)."""
+        if self._lock is not None:
+            self._lock.truncate(0)  # an empty lock file: released in good order
+            if forget:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            self._lock.close()  # closing drops the flock
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # The files -----------------------------------------------------------------------------
+
+    def remove_leftovers(self) -> None:
+        """Temporary files of a write cut short by a kill -9."""
+        for leftover in self.path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def write_config(self, text: str) -> None:
+        self._write({"config.yaml": text.encode()})
+
+    def save(self, *, last: dict | None = None, best: dict | None = None, metrics: dict | None = None) -> None:
+        """Any of last.pth, checkpoint.pth and metrics.json, all or none."""
+        files = {"last.pth": last, "checkpoint.pth": best}
+        blobs = {name: checkpoint_bytes(payload) for name, payload in files.items() if payload is not None}
+        if metrics is not None:
+            blobs["metrics.json"] = json_bytes({**self.facts, **metrics})
+        self._write(blobs)
+
+    def write_status(self, status: str, history: list[dict], best: dict, test: dict | None = None) -> None:
+        """metrics.json: ``running``, ``finished``, ``interrupted``, ``diverged`` or ``failed``."""
+        self.save(metrics=metrics_record(status, history, best, test))
+
+    def best_checkpoint(self) -> dict[str, Any]:
+        return load_checkpoint(self.path / "checkpoint.pth")
+
+    def _write(self, blobs: dict[str, bytes]) -> None:
+        if not self.writes or not blobs:
+            return
+        try:
+            atomic_write_many({self.path / name: data for name, data in blobs.items()})
+        except OSError as e:
+            raise UserError(f"cannot write {', '.join(blobs)} in {self.path}: {e.strerror or e}; the files there "
+                            "still hold the last finished epoch (free space or fix the folder, then resume)") from None
+
+
+def metrics_record(status: str, history: list[dict], best: dict, test: dict | None = None) -> dict[str, Any]:
+    return {"status": status, "epochs": history, "best": best, **({"test": test} if test is not None else {})}
+
+
+def _made(path: Path, exist_ok: bool = False) -> bool:
+    """Make ``path`` (and its parents); False if it already exists and ``exist_ok`` is not set."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+        return True
+    except FileExistsError:
+        if exist_ok:
+            raise UserError(f"{path} exists and is not a folder") from None
+        return False
+    except OSError as e:
+        raise UserError(f"cannot make the run folder {path}: {e.strerror or e}; choose another place with "
+                        "--run-dir, or run from a folder you can write to") from None
+
+
+def _read(lock) -> str:
+    lock.seek(0)
+    return lock.read().strip()
