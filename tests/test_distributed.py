@@ -53,6 +53,18 @@ def test_two_process_torchrun_training_matches_one_process(tiny_config, tmp_path
     assert evaluate_checkpoint(run / "checkpoint.pth")["accuracy"] == ddp["test"]["accuracy"]
 
 
+def test_a_config_error_under_torchrun_is_said_once_and_exits_2(tiny_config):
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+         "-m", "mlp", "train", "--config", str(tiny_config), "--set", "model.activation=rleu"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and "unknown activation 'rleu'" in said[0], done.stderr
+    assert "exitcode: 2" in done.stderr  # torchrun's account of the first process to end
+
+
 @pytest.mark.parametrize("batch_size,message", [
     (2, "train.batch_size 2 is the global batch, split over 3 processes"),
     (333, "last batch of each epoch holds 1 of the 1000 training images"),  # 1000 = 3 * 333 + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -36,8 +37,10 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every process hits it: say it once
+            if os.environ.get("RANK", "0") == "0":
                 print(f"error: {e}", file=sys.stderr)
+            else:  # under torchrun every process meets it: rank 0 says it, and the others give it a
+                time.sleep(1)  # moment to, since torchrun stops every process once the first has exited
             raise typer.Exit(2) from None
         except Interrupted as e:
             print(f"stopped by {e.signal_name}; last.pth is saved. Resume with:  mlp train --resume {e.run_dir}",
