@@ -161,3 +161,23 @@ def test_classic_model_on_real_mnist_reaches_97_percent(monkeypatch):
     assert sum(accuracies) / 3 >= 0.97, accuracies
     assert min(accuracies) >= 0.965, accuracies
     assert evaluate_checkpoint(run / "checkpoint.pth")["accuracy"] == accuracies[-1]
+
+
+def test_precision_auto_runs_bf16_only_where_the_cpu_multiplies_it_natively(tiny_config, monkeypatch, capsys):
+    from mlp.device import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    metrics = json.loads((_fit(tiny_config, ["train.precision=auto", "train.epochs=1"]) / "metrics.json").read_text())
+    assert "precision bf16 (auto: this CPU has AMX)" in capsys.readouterr().out
+    assert metrics["precision"] == "bf16" and metrics["status"] == "finished"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu"))[0] == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "as configured")
+
+
+def test_metrics_record_where_the_time_went(tiny_config):
+    metrics = json.loads((_fit(tiny_config, ["train.epochs=1"]) / "metrics.json").read_text())
+    timings = metrics["timings"]
+    assert {"data", "build", "tensorboard", "train", "validation", "writing", "test", "figures"} <= timings.keys()
+    assert timings["train"] >= metrics["epochs"][0]["train_time_s"] > 0

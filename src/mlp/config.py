@@ -110,7 +110,9 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
     log_every: int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
     eval_batch_size: int = Field(1024, ge=1)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast for the forward pass; fp16 needs CUDA
+    # autocast for the forward pass; fp16 needs CUDA; auto: bf16 where the hardware multiplies it
+    # natively (CUDA compute capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode
 
     # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,

@@ -19,3 +19,21 @@ def pick_device(name: str, setting: str = "train.device") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"{setting} is 'mps' but MPS is not available here; use auto or cpu")
     return torch.device(name)
+
+
+def resolve_precision(setting: str, device: torch.device) -> tuple[str, str]:
+    """``train.precision`` on ``device``: the precision to run in, and why (for ``auto``)."""
+    if setting != "auto":
+        return setting, "as configured"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return "bf16", f"auto: compute capability {major}.{minor} multiplies bf16 natively"
+        return "fp32", f"auto: compute capability {major}.{minor} has no native bf16"
+    if device.type == "cpu":
+        native = [name for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+                  if getattr(torch.cpu, probe, lambda: False)()]
+        if native:
+            return "bf16", f"auto: this CPU has {' and '.join(native)}"
+        return "fp32", "auto: this CPU has neither AMX nor AVX512-BF16, so bf16 would be emulated"
+    return "fp32", f"auto: no bf16 rule for {device.type}"

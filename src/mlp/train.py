@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from mlp import __version__, distributed
 from mlp.checkpoint import load_checkpoint
 from mlp.config import Config, activation_label, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
-from mlp.device import pick_device
+from mlp.device import pick_device, resolve_precision
 from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, RunEnded, UserError
 from mlp.evaluate import evaluate, misclassified
@@ -95,15 +95,18 @@ class Trainer:
         self.rank, self.world_size = distributed.rank_and_world_size()
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
+        self.timings: dict[str, float] = {}  # seconds this process spent in each phase (see timed)
         self.device = self._setup_device()
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
         torch.manual_seed(cfg.seed + 2 * self.rank)
-        self.data = load_data(cfg.data, self.device, cfg.seed)
-        self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
-        self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
-        self.parameters = count_parameters(self.model)
-        self._setup_optimization()
+        with self.timed("data"):
+            self.data = load_data(cfg.data, self.device, cfg.seed)
+        with self.timed("build"):  # building the first torch optimizer imports torch._dynamo
+            self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
+            self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
+            self.parameters = count_parameters(self.model)
+            self._setup_optimization()
         self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
         # augmentation pads with a black pixel, normalised
         self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
@@ -111,9 +114,19 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.diagnostics: LayerDiagnostics | None = None
 
+    @contextmanager
+    def timed(self, phase: str):
+        """Add the block's wall time to ``timings[phase]`` (metrics.json records them)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 4)
+
     def _setup_device(self) -> torch.device:
         device = pick_device(self.cfg.train.device)
-        if self.cfg.train.precision == "fp16" and device.type != "cuda":
+        self.precision, self.precision_reason = resolve_precision(self.cfg.train.precision, device)
+        if self.precision == "fp16" and device.type != "cuda":
             raise UserError(f"train.precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
         if device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
@@ -132,8 +145,8 @@ class Trainer:
         steps_per_epoch = batches_per_epoch(n_train, cfg.train.batch_size, self.min_last_batch)
         self.scheduler = build_scheduler(cfg, self.optimizer, steps_per_epoch)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -155,7 +168,8 @@ class Trainer:
             self.forward = DistributedDataParallel(self.model)
         if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
             self.forward = torch.compile(self.forward, mode=cfg.train.compile)
-        folder.facts = {"name": cfg.name, "device": str(self.device), "parameters": self.parameters}
+        folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
+                        "parameters": self.parameters, "timings": self.timings}
         if self.is_main:
             widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
             print(f"run      {folder.path}")
@@ -163,18 +177,22 @@ class Trainer:
             print(f"data     {data.name}: {len(data.train)} train / {len(data.val) if data.val else 0} val / "
                   f"{len(data.test)} test images on {self.device}"
                   + (f", {self.world_size} processes" if self.world_size > 1 else ""))
+            if cfg.train.precision == "auto" or self.precision != "fp32":
+                print(f"precision {self.precision} ({self.precision_reason})")
         # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
         self.logger = RunLogger(folder.path, purge_step=self.state.step + 1 if resumed else None,
                                 enabled=self.is_main)
         if not resumed and self.is_main:
-            self.logger.start(cfg.to_dict(), self.model, data.train.images, data.mean, data.std)
+            with self.timed("tensorboard"):
+                self.logger.start(cfg.to_dict(), self.model, data.train.images, data.mean, data.std)
         # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
         self.diagnostics = LayerDiagnostics(self.model, cfg.model.activation, cfg.train, self.logger,
                                             enabled=self.is_main)
 
     def run_epoch(self, folder: RunFolder, stop: StopRequest) -> None:
         """Train one epoch (or the rest of a resumed one) and end it; a stop saves last.pth and raises."""
-        totals, finished = self.train_epoch(stop)
+        with self.timed("train"):
+            totals, finished = self.train_epoch(stop)
         if not finished:  # stopped mid-epoch by a signal
             self.state.carried = totals
             if self.is_main:
@@ -270,7 +288,8 @@ class Trainer:
         record = {"epoch": s.epoch + 1, "step": s.step, "train_loss": totals.loss_sum / totals.seen,
                   "train_accuracy": totals.correct / totals.seen}
         if data.val is not None:
-            val = evaluate(self.model, data.val, len(data.classes), self.cfg.train.eval_batch_size)
+            with self.timed("validation"):
+                val = evaluate(self.model, data.val, len(data.classes), self.cfg.train.eval_batch_size)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         record.update(lr=self.optimizer.param_groups[0]["lr"], train_time_s=round(totals.time, 4),
                       samples_per_s=round(totals.seen / totals.time, 1) if totals.time > 0 else None)
@@ -279,9 +298,10 @@ class Trainer:
         self.logger.epoch(record["epoch"], record)
         self.diagnostics.end_epoch(record["epoch"], s.step)
         if self.is_main:
-            folder.save(last=self.checkpoint("last"),
-                        best=self.checkpoint("best", metrics=record) if improved else None,
-                        metrics=metrics_record("running", s.history, s.best))
+            with self.timed("writing"):
+                folder.save(last=self.checkpoint("last"),
+                            best=self.checkpoint("best", metrics=record) if improved else None,
+                            metrics=metrics_record("running", s.history, s.best))
             print(epoch_line(record, self.cfg.train.epochs, improved and data.val is not None), flush=True)
 
     def checkpoint(self, kind: str, **extra) -> dict[str, Any]:
@@ -309,23 +329,27 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
     """The final report: the best checkpoint, measured once on the test split, into checkpoint.pth,
     metrics.json, TensorBoard and the terminal.  A stop that came meanwhile leaves it for the resume."""
     data, best = trainer.data, trainer.state.best
-    best_checkpoint = folder.best_checkpoint()
-    trainer.model.load_state_dict(best_checkpoint["model_state"])
-    test = evaluate(trainer.model, data.test, len(data.classes), trainer.cfg.train.eval_batch_size)
+    with trainer.timed("test"):
+        best_checkpoint = folder.best_checkpoint()
+        trainer.model.load_state_dict(best_checkpoint["model_state"])
+        test = evaluate(trainer.model, data.test, len(data.classes), trainer.cfg.train.eval_batch_size)
     if stop.signum is not None:
         raise Interrupted(stop.signum, folder.path)
     summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}
-    folder.save(best={**best_checkpoint, "test": summary},
-                metrics=metrics_record("finished", trainer.state.history, best, summary))
     trainer.diagnostics.close()
     # The figures (matplotlib, a second or two) come with the diagnostics and go with them.
     figures = trainer.cfg.train.diagnostics != "off"
-    trainer.logger.test(best["epoch"], test, data.classes, figures)
-    if figures:
-        shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
-        wrong, predicted = misclassified(trainer.model, shown, limit=32, batch_size=trainer.cfg.train.eval_batch_size)
-        trainer.logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
-                                     shown.labels[wrong], data.classes, data.mean, data.std)
+    with trainer.timed("figures"):
+        trainer.logger.test(best["epoch"], test, data.classes, figures)
+        if figures:
+            shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
+            wrong, predicted = misclassified(trainer.model, shown, limit=32,
+                                             batch_size=trainer.cfg.train.eval_batch_size)
+            trainer.logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong],
+                                         predicted, shown.labels[wrong], data.classes, data.mean, data.std)
+    with trainer.timed("writing"):
+        folder.save(best={**best_checkpoint, "test": summary},
+                    metrics=metrics_record("finished", trainer.state.history, best, summary))
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
     return summary
