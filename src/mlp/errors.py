@@ -1,4 +1,8 @@
-"""The one exception type that means "the user asked for something that cannot be done"."""
+"""The exception types that reach the command line, and the two ways messages are worded."""
+
+from __future__ import annotations
+
+import difflib
 
 
 class UserError(Exception):
@@ -19,3 +23,17 @@ class Interrupted(Exception):
         self.run_dir = run_dir
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {self.signal_name}")
+
+
+def first_line(error: BaseException | str, last: bool = False) -> str:
+    """The first (or ``last``) non-empty line of an exception's message, or its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[-1] if last else lines[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """``"did you mean 'X'?"`` for the choice closest to ``word`` (``prefix`` + X), or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean '{prefix}{close[0]}'?" if close else ""

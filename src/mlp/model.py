@@ -7,7 +7,6 @@ TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from mlp.errors import did_you_mean
 
 
 class Swish(nn.Module):
@@ -42,6 +43,7 @@ class Activation:
     gain: str = "relu"  # the nonlinearity name torch.nn.init uses for this one's weight scale
     family: str = "relu"  # relu (units can die) | saturating (sigmoid-like) | smooth | self_normalising
     asymptotes: tuple[float, float] | None = None  # saturating only: the values it approaches, low and high
+    positive: tuple[str, ...] = ()  # parameters that must be > 0 (a scale it divides by, a threshold)
 
 
 def _swish(width, beta, learnable):
@@ -56,15 +58,15 @@ ACTIVATIONS: dict[str, Activation] = {
     "prelu": Activation(lambda w, per_unit, init: nn.PReLU(w if per_unit else 1, init),
                         {"per_unit": False, "init": 0.25}, gain="leaky_relu"),
     "elu": Activation(lambda w, alpha: nn.ELU(alpha), {"alpha": 1.0}, family="smooth"),
-    "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth"),
+    "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth", positive=("alpha",)),
     "selu": Activation(lambda w: nn.SELU(), gain="linear", family="self_normalising"),
     "sigmoid": Activation(lambda w: nn.Sigmoid(), gain="sigmoid", family="saturating", asymptotes=(0.0, 1.0)),
     "tanh": Activation(lambda w: nn.Tanh(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
     "softsign": Activation(lambda w: nn.Softsign(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
-    "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth"),
+    "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth", positive=("beta",)),
     "gelu": Activation(lambda w, approximate: nn.GELU(approximate), {"approximate": "none"}, family="smooth"),
     "softplus": Activation(lambda w, beta, threshold: nn.Softplus(beta, threshold),
-                           {"beta": 1.0, "threshold": 20.0}, family="smooth"),
+                           {"beta": 1.0, "threshold": 20.0}, family="smooth", positive=("beta", "threshold")),
     "mish": Activation(lambda w: nn.Mish(), family="smooth"),
     "hardswish": Activation(lambda w: nn.Hardswish(), family="smooth"),
     "identity": Activation(lambda w: nn.Identity(), gain="linear", family="linear"),
@@ -85,9 +87,8 @@ def parse_activation(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = ALIASES.get(name, name)
     if name not in ACTIVATIONS:
         choices = sorted(ACTIVATIONS) + sorted(ALIASES)
-        close = difflib.get_close_matches(name, choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown activation '{name}'{hint} (choices: {', '.join(choices)})")
+        hint = did_you_mean(name, choices)
+        raise ValueError(f"unknown activation '{name}'{'; ' + hint if hint else ''} (choices: {', '.join(choices)})")
     accepted = ACTIVATIONS[name].params
     for key, value in params.items():
         if key not in accepted:
@@ -100,9 +101,13 @@ def parse_activation(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
             ok = value in _CHOICES.get(key, ())
+        positive = key in ACTIVATIONS[name].positive
+        if ok and positive and value <= 0:
+            ok = False
         if not ok:
             want = "true or false" if isinstance(default, bool) else (
-                "a number" if isinstance(default, float) else " or ".join(_CHOICES[key]))
+                ("a number > 0" if positive else "a finite number") if isinstance(default, float)
+                else " or ".join(_CHOICES[key]))
             raise ValueError(f"activation '{name}': {key} must be {want} (got {value!r})")
     return name, {k: float(v) if isinstance(accepted[k], float) else v for k, v in params.items()}
 
