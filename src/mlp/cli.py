@@ -88,7 +88,10 @@ def train(
 
 @command
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train, or with "
+                                      "--config a bare state dict saved by another script."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict (torch.save("
+                                          "model.state_dict(), ...)): the config describing its model and data set."),
     split: SplitName = typer.Option(SplitName.test, "--split", help="Which split to measure."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the data set."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
@@ -107,7 +110,8 @@ def eval_(
         from mlp.plots import writable_folder, write_evaluation_plots
 
         writable_folder(plots, "--plots")
-    result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size)
+    result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size,
+                                 config)
     if plots is not None:
         result["plots"] = [str(p) for p in write_evaluation_plots(result, plots)]
     if as_json:
@@ -180,8 +184,12 @@ def runs(
 
 @command
 def predict(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train, or with --config a bare "
+                                      "state dict saved by another script."),
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict: the config "
+                                          "describing its model and data set (whose training images set the normalisation)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="With --config: the folder holding the data set."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
@@ -193,7 +201,8 @@ def predict(
     from mlp.config import TrainConfig
     from mlp.predict import format_predictions, predict_files
 
-    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"))
+    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"),
+                                            config=config, data_root=str(data_root) if data_root else None)
     if as_json:
         typer.echo(json.dumps(predictions, indent=2))
     elif predictions:
