@@ -170,10 +170,16 @@ def runs(
     sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
 ) -> None:
-    """List runs with their key hyperparameters and final metrics, read from each run's files."""
+    """List runs with their key hyperparameters and final metrics, read from each run's files.
+
+    A run whose files are damaged is listed with status "unreadable", and why is said on stderr.
+    """
     from mlp.runs import format_runs, list_runs
 
     found = list_runs(folder, sort)
+    for run in found:  # a damaged run is a row marked unreadable; why, is said here
+        if run.get("error"):
+            print(f"note: {folder / run['run']} is unreadable: {run['error']}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(found, indent=2))
     elif found:
