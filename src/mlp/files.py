@@ -84,11 +84,15 @@ def read_limited(path: Path, limit: int, what: str, usual: str) -> bytes:
 
 
 @contextmanager
-def writing(path: Path, action: str = "write"):
+def writing(path: Path | None = None, action: str = "write"):
     """Turn a failed write (read-only, full disk, name too long, no permission) into a UserError
-    that names the path and the cause."""
+    that names the path and the cause.  Also a decorator: ``@writing(action="create")``."""
     try:
         yield
     except OSError as e:
-        where = e.filename if e.filename is not None else path
-        raise UserError(f"cannot {action} {where}: {cause(e)}") from None
+        where = Path(e.filename) if e.filename is not None else path
+        reason = cause(e)
+        if e.errno == errno.ENOTDIR and where is not None:  # name the file that stands where a folder must
+            blocking = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
+            reason = f"{blocking} is a file, not a folder" if blocking else reason
+        raise UserError(f"cannot {action} {where}: {reason}") from None

@@ -8,6 +8,7 @@ TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -119,7 +120,11 @@ def make_activation(spec, width: int) -> nn.Module:
 
 
 def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
-    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised."""
+    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised.
+
+    A model whose weights alone would not fit in this machine's free memory is refused first.
+    """
+    check_memory(model_cfg, input_shape, num_classes, torch.device("cpu"))
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     in_features = math.prod(input_shape)
     for i, width in enumerate(model_cfg.widths):
@@ -171,3 +176,57 @@ def init_weights(model: nn.Sequential, model_cfg) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(model_cfg, input_shape, num_classes: int) -> int:
+    """The parameters (and norm statistics) ``build_model`` would make, counted without making them."""
+    sizes = [math.prod(input_shape), *model_cfg.widths, num_classes]
+    total = sum(n_in * n_out + (n_out if model_cfg.bias else 0) for n_in, n_out in zip(sizes, sizes[1:]))
+    per_unit = {"none": 0, "layer": 2, "batch": 4}[model_cfg.norm] + 1  # + 1: a PReLU slope per unit at most
+    return total + per_unit * sum(model_cfg.widths)
+
+
+# Float32 copies of every weight that training keeps: the weights, their gradients, the optimizer's state.
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
+
+
+def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device, optimizer: str | None = None) -> None:
+    """Refuse a model that cannot fit in ``device``'s free memory, before anything is allocated:
+    its weights, or with ``optimizer`` also the gradients and the optimizer's state."""
+    n = parameter_count(model_cfg, input_shape, num_classes)
+    copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
+    needed, free = 4 * n * copies, free_memory(device)
+    if free is None or needed <= free:
+        return
+    from mlp.errors import UserError
+
+    purpose = "its weights" if optimizer is None else f"training it with {optimizer} (weights, gradients, state)"
+    raise UserError(f"the model (model.width {model_cfg.width}, depth {model_cfg.depth}) has {n:,} parameters: "
+                    f"{_bytes(needed)} for {purpose}, more than the {_bytes(free)} free on {device}; choose a "
+                    "smaller model.width or model.depth")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (the machine's available memory for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:  # Linux: MemAvailable counts the cache it can reclaim
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000

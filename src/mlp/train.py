@@ -30,8 +30,9 @@ from mlp.data import DATASETS, augment, epoch_batches, load_data
 from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Interrupted, UserError
+from mlp.files import writing
 from mlp.evaluate import evaluate, misclassified
-from mlp.model import build_model, count_parameters
+from mlp.model import build_model, check_memory, count_parameters
 from mlp.tensorboard import RunLogger
 
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
@@ -74,6 +75,7 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
                               milestones=[warmup])
 
 
+@writing(action="create")  # a read-only folder, a full disk, a name too long: one line naming the path
 def make_run_dir(cfg: Config, run_dir: Path | None, overwrite: bool, runs_root: Path) -> Path:
     """A fresh folder: ``runs/<name>-<time>`` (never reused), or the ``--run-dir`` asked for."""
     if run_dir is None:
@@ -186,6 +188,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     # augmentation draws (their initial weights are replaced by rank 0's when DDP wraps the model).
     torch.manual_seed(cfg.seed + 2 * rank)
     data = load_data(cfg.data, device, cfg.seed)
+    check_memory(cfg.model, data.input_shape, len(data.classes), device, cfg.optimizer.name)
     model = build_model(cfg.model, data.input_shape, len(data.classes)).to(device)
     optimizer = build_optimizer(cfg, model)
     # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
@@ -235,7 +238,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     else:
         run_dir = distributed.on_main(lambda: make_run_dir(cfg, run_dir, overwrite, runs_root))
         if is_main:
-            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+            with writing(run_dir / "config.yaml"):
+                (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     # Under DDP, `model` stays the plain module (its state_dict has plain keys, so a checkpoint
     # loads in a single process); `forward` is the wrapper that all-reduces the gradients.
     forward = DistributedDataParallel(model) if world_size > 1 else model
