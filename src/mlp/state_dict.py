@@ -52,6 +52,10 @@ def map_layers(state: dict[str, torch.Tensor], model: torch.nn.Module, source: s
     targets = [(name, module) for name, module in model.named_modules()
                if any(True for _ in module.parameters(recurse=False))]
     file_layers = _describe(groups)
+    conv = next((prefix for prefix, tensors in groups.items() if tensors.get("weight", torch.empty(0)).dim() > 2), None)
+    if conv is not None:
+        raise UserError(f"{source} holds a convolution layer, {conv} (weight {_shape(groups[conv]['weight'])}), "
+                        f"which an MLP does not have; mlp evaluates the weights of multilayer perceptrons")
     if len(groups) != len(targets):
         raise UserError(f"{source} has {len(groups)} layers with weights ({file_layers}) but {target} has "
                         f"{len(targets)} ({_describe(OrderedDict((n, m.state_dict()) for n, m in targets))}); "
