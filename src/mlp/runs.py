@@ -46,16 +46,23 @@ def read_run(folder: Path) -> dict[str, Any] | None:
 
 
 def _summary(folder: Path) -> dict[str, Any] | None:
-    cfg, metrics = _read(folder / "config.yaml", {}), _read(folder / "metrics.json", {})
-    if not isinstance(cfg, dict) or not isinstance(metrics, dict):
+    """The config decides whether this is an mlp run at all; past that, anything odd is damage."""
+    cfg = _read(folder / "config.yaml", {})
+    if not isinstance(cfg, dict):
         return None  # a config.yaml that is not an mlp run's
     data, model, train, optimizer = ({} if cfg.get(k) is None else cfg[k]
                                      for k in ("data", "model", "train", "optimizer"))
+    if not all(isinstance(part, dict) for part in (data, model, train, optimizer)):
+        return None  # sections that are not mappings (model: resnet50): another tool's config
+    metrics = _read(folder / "metrics.json", {})
+    if not isinstance(metrics, dict):
+        raise _Damaged(f"metrics.json holds a {type(metrics).__name__}, not a mapping")
     best, test = ({} if metrics.get(k) is None else metrics[k] for k in ("best", "test"))
     epochs = [] if metrics.get("epochs") is None else metrics["epochs"]
-    if not isinstance(epochs, list) or not all(
-            isinstance(part, dict) for part in (data, model, train, optimizer, best, test, *epochs)):
-        return None  # sections that are not mappings (model: resnet50, "best": 5): not an mlp run
+    for key, part in (("best", best), ("test", test), ("epochs", epochs)):
+        if not isinstance(part, list if key == "epochs" else dict) or (key == "epochs" and not all(
+                isinstance(e, dict) for e in epochs)):
+            raise _Damaged(f"metrics.json: {key} is {_shown(part)}, not a {'list of mappings' if key == 'epochs' else 'mapping'}")
     times = [_typed(e.get("train_time_s"), "number", "metrics.json", "epochs[].train_time_s") for e in epochs]
     return {
         "run": str(folder),
@@ -92,9 +99,12 @@ def _typed(value, kind: str, file: str, key: str):
     """``value`` when it is None or a ``kind``; otherwise the run is damaged."""
     if value is None or _KINDS[kind](value):
         return value
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     article = "" if kind == "text" else "an " if kind[0] in "aeiou" else "a "
-    raise _Damaged(f"{file}: {key} is {shown}, not {article}{kind}")
+    raise _Damaged(f"{file}: {key} is {_shown(value)}, not {article}{kind}")
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
 
 
 def _read(path: Path, missing: Any) -> Any:
