@@ -232,10 +232,10 @@ CASES = [
     ("config-dangling-link", ["train", "-c", "dangling.yaml"], ["nowhere.yaml", "does not exist"], {}),
     ("ckpt-link-loop", ["eval", "loop.pth"], ["symbolic link loop", "!not found"], {}),
     ("ckpt-png", ["eval", "image.pth"], ["not an mlp checkpoint", "PNG image", "!pickled"], {}),
-    ("ckpt-random-bytes", ["eval", "random.pth"], ["not an mlp checkpoint", "!pickled"], {}),
+    ("ckpt-random-bytes", ["eval", "random.pth"], ["not an mlp checkpoint", "unknown bytes", "!pickled"], {}),
     ("ckpt-yaml", ["eval", "good.yaml"], ["not an mlp checkpoint", "text file", "!pickled"], {}),
     ("ckpt-metrics-json", ["eval", "run/metrics.json"], ["not an mlp checkpoint", "JSON", "!pickled"], {}),
-    ("ckpt-safetensors", ["eval", "weights.safetensors"], ["safetensors file"], {}),
+    ("ckpt-safetensors", ["eval", "weights.safetensors"], ["weights.safetensors is a safetensors file (weights"], {}),
     ("data-missing-eval-names-data-root", ["eval", "run/checkpoint.pth"], ["--data-root", "!data.download"],
      {"MLP_DATA_ROOT": "norun"}),
     # The bare state dicts of the classic scripts.
