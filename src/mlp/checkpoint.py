@@ -62,8 +62,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint; every way it can be unusable is a ``UserError``."""
     path = Path(path)
     ckpt = read_torch_file(path)
-    if bare_state_dict(ckpt) is not None:
-        raise UserError(f"{path} holds bare weights (a state dict of {', '.join(list(bare_state_dict(ckpt))[:3])}, ...) "
+    weights = bare_state_dict(ckpt)
+    if weights is not None:
+        raise UserError(f"{path} holds bare weights (a state dict of {', '.join(list(weights)[:3])}, ...) "
                         "without the config that built them; give --config CONFIG describing that model "
                         "(mlp eval and mlp predict take it)")
     return check_checkpoint(ckpt, path)

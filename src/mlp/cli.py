@@ -118,6 +118,11 @@ def eval_(
         typer.echo(json.dumps(result))
     else:
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
+        if "normalization" in result:
+            norm = result["normalization"]
+            typer.echo(f"\nnormalised with mean {', '.join(f'{m:.4f}' for m in norm['mean'])} and std "
+                       f"{', '.join(f'{s:.4f}' for s in norm['std'])}, those of {norm['from']} (a bare state "
+                       "dict does not say how its images were normalised)")
         if plots is not None:
             typer.echo("\nplots     " + "  ".join(result["plots"]))
 
@@ -193,9 +198,10 @@ def predict(
     checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train, or with --config a bare "
                                       "state dict saved by another script."),
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict: the config "
-                                          "describing its model and data set (whose training images set the normalisation)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="With --config: the folder holding the data set."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict: the config describing "
+                                          "its model and data set (whose training images set the normalisation)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root",
+                                             help="With --config: the folder holding the data set."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
@@ -207,8 +213,9 @@ def predict(
     from mlp.config import TrainConfig
     from mlp.predict import format_predictions, predict_files
 
-    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"),
-                                            config=config, data_root=str(data_root) if data_root else None)
+    device = _validated(TrainConfig, "device", device, "--device")
+    predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
+                                            data_root=str(data_root) if data_root else None)
     if as_json:
         typer.echo(json.dumps(predictions, indent=2))
     elif predictions:

@@ -104,5 +104,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
                            norm["mean"], norm["std"], dev)
     model.to(dev)
     result = evaluate(model, data, len(ckpt["classes"]), batch_size or cfg.train.eval_batch_size)
-    return {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split,
-            "classes": ckpt["classes"], **result}
+    shown = {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split, "classes": ckpt["classes"]}
+    if ckpt.get("kind") == "imported":  # a bare state dict: say which normalisation was assumed
+        shown["normalization"] = norm
+    return {**shown, **result}

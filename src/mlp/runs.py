@@ -62,7 +62,8 @@ def _summary(folder: Path) -> dict[str, Any] | None:
     for key, part in (("best", best), ("test", test), ("epochs", epochs)):
         if not isinstance(part, list if key == "epochs" else dict) or (key == "epochs" and not all(
                 isinstance(e, dict) for e in epochs)):
-            raise _Damaged(f"metrics.json: {key} is {_shown(part)}, not a {'list of mappings' if key == 'epochs' else 'mapping'}")
+            wanted = "a list of mappings" if key == "epochs" else "a mapping"
+            raise _Damaged(f"metrics.json: {key} is {_shown(part)}, not {wanted}")
     times = [_typed(e.get("train_time_s"), "number", "metrics.json", "epochs[].train_time_s") for e in epochs]
     return {
         "run": str(folder),
