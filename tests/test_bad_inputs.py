@@ -7,15 +7,20 @@ inside a folder that already holds a finished run, and checks afterwards that no
 that was there has changed.
 """
 
+import errno
 import hashlib
+import os
+import pickle
+import struct
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import write_config
-from fakedata import write_mnist
+from fakedata import write_cifar, write_mnist
 from mlp.cli import app
 from mlp.config import load_config
 from mlp.train import fit
@@ -29,6 +34,69 @@ class CreatesAFile:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+class RunsACommand:
+    """Unpickling this calls os.system, which would create the marker file."""
+
+    def __init__(self, path: Path):
+        self.command = f"touch '{path}'"
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _hostile_cifar(root: Path, filename: str, marker: Path) -> None:
+    """Fabricated CIFAR-10 files in which ``filename`` is a pickle that runs a command when loaded."""
+    folder = write_cifar(root, n_train=200, n_test=50)
+    with open(folder / filename, "rb") as f:
+        entry = pickle.load(f)
+    entry["batch_label" if "data" in entry else "label_names"] = RunsACommand(marker)
+    with open(folder / filename, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML that name 9**levels strings through aliases."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nmodel: {{width: *a{levels}}}\n"
+
+
+def _workspace_extras(ws: Path) -> None:
+    """The files of the second round of bad inputs: hostile data, configs and foreign weights."""
+    for name, filename in (("evil_batch", "data_batch_1"), ("evil_meta", "batches.meta")):
+        _hostile_cifar(ws / name, filename, ws / "PWNED_DATA")
+    write_config(ws / "cifar.yaml", {"data": {"dataset": "cifar10", "val_size": 100}, "model": {"width": 16}})
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("MLP_DATA_ROOT", str(ws / "cifar_data"))
+        write_cifar(ws / "cifar_data", n_train=300, n_test=50)
+        fit(load_config(ws / "cifar.yaml", ["train.epochs=1"]), ws / "cifar_run", progress=False)
+    (ws / "bomb.yaml").write_text(_alias_bomb())
+    (ws / "self_alias.yaml").write_text("model: &m {width: *m}\n")
+    (ws / "huge.yaml").write_text("# " + "x" * (1024 * 1024 + 10) + "\n")
+    (ws / "deep.yaml").write_text("model: " + "[" * 3000 + "]" * 3000 + "\n")
+    (ws / "duplicate.yaml").write_text(yaml.safe_dump(TINY_YAML) + "model:\n  width: 32\n")
+    write_config(ws / "softplus.yaml", {"model": {"activation": {"name": "softplus", "beta": 0}}})
+    write_config(ws / "long_name.yaml", {"name": "n" * 240})
+    (ws / "config_dir.yaml").mkdir()
+    os.symlink("loop.yaml", ws / "loop.yaml")
+    os.symlink("nowhere.yaml", ws / "dangling.yaml")
+    os.symlink("loop.pth", ws / "loop.pth")
+    (ws / "image.pth").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (ws / "random.pth").write_bytes(bytes((i * 97 + 13) % 256 for i in range(1, 500)))
+    header = b'{"fc1.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    (ws / "weights.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    classic = torch.nn.Sequential()
+    classic.fc1, classic.fc2 = torch.nn.Linear(784, 64), torch.nn.Linear(64, 10)
+    torch.save(classic.state_dict(), ws / "classic.pth")
+    write_config(ws / "classic_wide.yaml", {"model": {"width": 128}})
+    write_config(ws / "classic_deep.yaml", {"model": {"width": [64, 32]}})
+    torch.save({"conv1.weight": torch.zeros(8, 1, 3, 3), "fc1.weight": torch.zeros(10, 8)}, ws / "conv.pth")
+
+
+TINY_YAML = {"name": "tiny", "data": {"dataset": "mnist", "val_size": 200}, "model": {"width": 64},
+             "train": {"epochs": 1, "device": "cpu"}}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +141,7 @@ def workspace(tmp_path_factory, fake_root):
     broken = ws / "broken_data"
     raw = write_mnist(broken, n_train=400, n_test=20)
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x14" + bytes([77] * 20))
+    _workspace_extras(ws)
     return ws
 
 
@@ -121,6 +190,68 @@ CASES = [
     ("resume-missing", ["train", "--resume", "gone"], ["gone"], {}),
     ("resume-bad-set", ["train", "--resume", "run", "--set", "optimizer.lr=1"], ["cannot change on --resume"], {}),
     ("resume-fewer-epochs", ["train", "--resume", "run", "--set", "train.epochs=0"], ["train.epochs"], {}),
+    # Data files never run code (a word starting with ! must not be in the message).
+    ("cifar-batch-runs-code-train", ["train", "-c", "cifar.yaml"], ["refusing", "data_batch_1", "os"],
+     {"MLP_DATA_ROOT": "evil_batch"}),
+    ("cifar-batch-runs-code-eval", ["eval", "cifar_run/checkpoint.pth", "--split", "train"],
+     ["refusing", "data_batch_1"], {"MLP_DATA_ROOT": "evil_batch"}),
+    ("cifar-meta-runs-code-train", ["train", "-c", "cifar.yaml"], ["refusing", "batches.meta"],
+     {"MLP_DATA_ROOT": "evil_meta"}),
+    ("cifar-meta-runs-code-eval", ["eval", "cifar_run/checkpoint.pth"], ["refusing", "batches.meta"],
+     {"MLP_DATA_ROOT": "evil_meta"}),
+    ("cifar-meta-runs-code-activations", ["activations", "--dataset", "cifar10", "--out", "acts"],
+     ["refusing", "batches.meta"], {"MLP_DATA_ROOT": "evil_meta"}),
+    # Configs are checked up front.
+    ("config-alias-bomb", ["train", "-c", "bomb.yaml"], ["bomb.yaml", "aliases", "refusing", "!lol"], {}),
+    ("config-alias-cycle", ["train", "-c", "self_alias.yaml"], ["refers to itself"], {}),
+    ("config-huge-file", ["train", "-c", "huge.yaml"], ["huge.yaml", "larger than"], {}),
+    ("config-deep-nesting", ["train", "-c", "deep.yaml"], ["nested too deeply"], {}),
+    ("config-duplicate-key", ["train", "-c", "duplicate.yaml"], ["key 'model' is given twice", "line"], {}),
+    ("set-bool-as-int", ["train", "-c", "good.yaml", "--set", "train.batch_size=true"],
+     ["train.batch_size", "not true"], {}),
+    ("set-bool-in-width-list", ["train", "-c", "good.yaml", "--set", "model.width=[64,false]"],
+     ["model.width", "not false"], {}),
+    ("set-beta-one", ["train", "-c", "good.yaml", "--set", "optimizer.betas=[0.9,1.0]"],
+     ["optimizer.betas", "less than 1"], {}),
+    ("set-beta-negative", ["train", "-c", "good.yaml", "--set", "optimizer.betas=[-0.1,0.999]"],
+     ["optimizer.betas", "greater than or equal to 0"], {}),
+    ("set-infinite-lr", ["train", "-c", "good.yaml", "--set", "optimizer.lr=.inf"], ["optimizer.lr", "finite"], {}),
+    ("set-nan-clip", ["train", "-c", "good.yaml", "--set", "train.grad_clip=.nan"], ["train.grad_clip", "finite"], {}),
+    ("set-seed-too-big", ["train", "-c", "good.yaml", "--set", "seed=18446744073709551616"], ["seed", "less than"], {}),
+    ("set-seed-negative", ["train", "-c", "good.yaml", "--set", "seed=-1"], ["seed", "greater than"], {}),
+    ("config-softplus-beta-zero", ["train", "-c", "softplus.yaml"], ["softplus", "beta must be a number > 0"], {}),
+    ("set-celu-alpha-zero", ["train", "-c", "good.yaml", "--set", "model.activation={name: celu, alpha: 0}"],
+     ["celu", "alpha must be a number > 0"], {}),
+    ("config-name-too-long", ["train", "-c", "long_name.yaml"], ["name", "too long", "255"], {}),
+    ("set-name-with-slash", ["train", "-c", "good.yaml", "--set", "name=../../x"], ["name must be letters"], {}),
+    ("sweep-grid-value-too-long", ["sweep", "-c", "good.yaml", "--grid", "model.width=[" + ",".join(["64"] * 90) + "],32"],
+     ["trial folder", "255"], {}),
+    # Messages name the true cause.
+    ("config-is-folder", ["train", "-c", "config_dir.yaml"], ["config_dir.yaml is a folder", "!not found"], {}),
+    ("config-link-loop", ["train", "-c", "loop.yaml"], ["symbolic link loop", "!not found"], {}),
+    ("config-dangling-link", ["train", "-c", "dangling.yaml"], ["nowhere.yaml", "does not exist"], {}),
+    ("ckpt-link-loop", ["eval", "loop.pth"], ["symbolic link loop", "!not found"], {}),
+    ("ckpt-png", ["eval", "image.pth"], ["not an mlp checkpoint", "PNG image", "!pickled"], {}),
+    ("ckpt-random-bytes", ["eval", "random.pth"], ["not an mlp checkpoint", "unknown bytes", "!pickled"], {}),
+    ("ckpt-yaml", ["eval", "good.yaml"], ["not an mlp checkpoint", "text file", "!pickled"], {}),
+    ("ckpt-metrics-json", ["eval", "run/metrics.json"], ["not an mlp checkpoint", "JSON", "!pickled"], {}),
+    ("ckpt-safetensors", ["eval", "weights.safetensors"], ["weights.safetensors is a safetensors file (weights"], {}),
+    ("data-missing-eval-names-data-root", ["eval", "run/checkpoint.pth"], ["--data-root", "!data.download"],
+     {"MLP_DATA_ROOT": "norun"}),
+    # The bare state dicts of the classic scripts.
+    ("state-dict-needs-config", ["eval", "classic.pth"], ["bare weights", "--config"], {}),
+    ("state-dict-predict-needs-config", ["predict", "classic.pth", "good.yaml"], ["bare weights", "--config"], {}),
+    ("state-dict-wrong-width", ["eval", "classic.pth", "--config", "classic_wide.yaml"],
+     ["fc1.weight has shape 64×784", "128×784", "fc1 784→64, fc2 64→10"], {}),
+    ("state-dict-wrong-depth", ["eval", "classic.pth", "--config", "classic_deep.yaml"],
+     ["2 layers", "has 3", "model.width"], {}),
+    ("state-dict-convolutions", ["eval", "conv.pth", "--config", "good.yaml"], ["holds a convolution layer, conv1"], {}),
+    ("mlp-checkpoint-with-config", ["eval", "run/checkpoint.pth", "--config", "good.yaml"], ["drop --config"], {}),
+    # Out of memory, out of folder.
+    ("model-too-large", ["train", "-c", "good.yaml", "--set", "model.width=1000000000"],
+     ["parameters", "TB", "model.width"], {}),
+    ("run-dir-name-too-long", ["train", "-c", "good.yaml", "--run-dir", "r" * 300], ["too long for the file system"], {}),
+    ("run-dir-under-a-file", ["train", "-c", "good.yaml", "--run-dir", "afile/run"], ["afile is a file"], {}),
 ]
 
 
@@ -130,7 +261,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 def test_bad_inputs_table(workspace, monkeypatch, capsys):
-    assert len(CASES) >= 25
+    assert len(CASES) >= 80
     monkeypatch.chdir(workspace)
     marker = workspace / "PWNED"
     before = _snapshot(workspace)
@@ -160,13 +291,44 @@ def test_bad_inputs_table(workspace, monkeypatch, capsys):
             problems.append("traceback")
         if not 1 <= len(lines) <= 3:
             problems.append(f"{len(lines)} lines")
-        problems += [f"no '{w}'" for w in words if w not in stderr]
+        problems += [f"no '{w}'" for w in words if not w.startswith("!") and w not in stderr]
+        problems += [f"'{w[1:]}'" for w in words if w.startswith("!") and w[1:] in stderr]
         if problems:
             failures.append(f"{name}: {', '.join(problems)}: {stderr.strip()[-400:]}")
     assert not failures, "\n".join(failures)
     assert not marker.exists(), "loading the malicious checkpoint ran its code"
+    assert not (workspace / "PWNED_DATA").exists(), "reading a hostile CIFAR file ran its code"
     after = _snapshot(workspace)
     assert {k: v for k, v in after.items() if k in before} == before, "an existing file was changed"
     new_runs = [p for p in (workspace / "runs").glob("*")] if (workspace / "runs").exists() else []
     finished = [p for p in new_runs if (p / "metrics.json").exists()]
     assert not finished, f"a failed command left a run behind: {finished}"
+
+
+def _one_line_exit_2(args, capsys) -> str:
+    try:
+        app(list(args), prog_name="mlp")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (code, err)
+    return err
+
+
+def test_runs_folder_that_cannot_be_made(tiny_config, capsys):
+    """A working folder where runs/ is a file: one line naming the path, and the file untouched."""
+    Path("runs").write_text("not a folder")
+    err = _one_line_exit_2(["train", "-c", str(tiny_config), "--no-progress"], capsys)
+    assert "cannot create runs/tiny-" in err and "runs is a file, not a folder" in err
+    assert Path("runs").read_text() == "not a folder"
+
+
+def test_read_only_folder(tiny_config, capsys, monkeypatch):
+    """The tests run as root, for whom nothing is read-only: the file system's answer is simulated."""
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    err = _one_line_exit_2(["train", "-c", str(tiny_config), "--no-progress"], capsys)
+    assert "cannot create runs" in err and "the file system is read-only" in err

@@ -137,3 +137,68 @@ def test_idx_files_read_the_same_as_torchvision(fake_root):
         ours = read_split("mnist", fake_root, train)
         theirs = torchvision.datasets.MNIST(str(fake_root), train=train)
         assert torch.equal(ours[0][:, 0], theirs.data) and torch.equal(ours[1], theirs.targets)
+
+
+def _py2_cifar_pickle(pixels: bytes, shape: tuple[int, int], labels: list[int]) -> bytes:
+    """The bytes Python 2's cPickle wrote for torchvision's CIFAR batches: protocol 2, numpy 1's
+    module names (numpy.core.multiarray), the pixels as a Python 2 str."""
+    import struct
+
+    def string(text: bytes) -> bytes:  # SHORT_BINSTRING
+        return b"U" + bytes([len(text)]) + text
+
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R"
+             + b"(K\x01" + b"".join(b"J" + struct.pack("<i", n) for n in shape) + b"\x86"
+             + b"cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R"
+             + b"(K\x03" + string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+             + b"\x89T" + struct.pack("<i", len(pixels)) + pixels + b"tb")
+    label_list = b"](" + b"".join(b"K" + bytes([label]) for label in labels) + b"e"
+    return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."
+
+
+def test_cifar_pickles_of_every_origin_load(tmp_path):
+    """Python 2 with numpy 1 (the real files), and numpy 2 with every pickle protocol."""
+    import pickle
+
+    import numpy as np
+
+    from mlp.data import _unpickle
+
+    pixels = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    (tmp_path / "py2").write_bytes(_py2_cifar_pickle(pixels.tobytes(), (2, 3072), [3, 7]))
+    loaded = _unpickle(tmp_path / "py2")
+    assert loaded["labels"] == [3, 7] and np.array_equal(loaded["data"], pixels)
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        (tmp_path / "new").write_bytes(pickle.dumps({"data": pixels, "labels": [3, 7], "names": ["a"]}, protocol))
+        assert np.array_equal(_unpickle(tmp_path / "new")["data"], pixels), protocol
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.path}'",))
+
+
+@pytest.mark.parametrize("make", ["os.system", "object array", "set", "structured array", "codec"])
+def test_cifar_pickles_that_hold_anything_else_are_refused(make, tmp_path):
+    import codecs
+    import pickle
+
+    import numpy as np
+
+    from mlp.data import _unpickle
+
+    marker = tmp_path / "PWNED"
+    value = {"os.system": _Marker(marker), "object array": np.array([1, "x"], dtype=object), "set": {1, 2},
+             "structured array": np.zeros(2, dtype=[("a", "u1")]), "codec": None}[make]
+    data = pickle.dumps({"data": value, "labels": [1]}, protocol=2)
+    if make == "codec":  # bytes decoded with another codec than Python 3's latin-1
+        data = pickle.dumps({"data": b"x"}, protocol=2).replace(b"latin1", b"utf_16")
+    (tmp_path / "data_batch_1").write_bytes(data)
+    with pytest.raises(UserError, match=r"refusing to read .*data_batch_1: it (asks for|holds|decodes)"):
+        _unpickle(tmp_path / "data_batch_1")
+    assert not marker.exists()

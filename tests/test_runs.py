@@ -78,7 +78,9 @@ def test_a_config_yaml_that_is_not_a_run_is_skipped(tmp_path):
     assert list_runs(tmp_path) == []
 
 
-def test_folders_whose_sections_are_not_mappings_are_skipped(runs):
+def test_another_tools_config_is_skipped_and_a_damaged_run_is_marked(runs):
+    """A config whose sections are not mappings is another tool's: skipped.  An mlp run whose
+    metrics.json has the wrong shape is listed as unreadable, and why is said on stderr."""
     (runs / "resnet").mkdir()
     (runs / "resnet" / "config.yaml").write_text("model: resnet50\ntrain: {epochs: 3}\n")
     _run(runs / "odd_best", 32, 0.1, 0.5, None)
@@ -86,7 +88,51 @@ def test_folders_whose_sections_are_not_mappings_are_skipped(runs):
     (runs / "odd_best" / "metrics.json").write_text(json.dumps({**metrics, "best": 5}))
     _run(runs / "odd_epochs", 32, 0.1, 0.5, None)
     (runs / "odd_epochs" / "metrics.json").write_text(json.dumps({**metrics, "epochs": "many"}))
-    assert [r["run"] for r in list_runs(runs)] == ["a", "b", "c", "sweep/width=64"]
+    listed = {r["run"]: r["status"] for r in list_runs(runs)}
+    assert listed == {"a": "finished", "b": "interrupted", "c": "started", "odd_best": "unreadable",
+                      "odd_epochs": "unreadable", "sweep/width=64": "finished"}
     shown = run_mlp("runs")
     assert shown.returncode == 0, shown.stderr
-    assert [line.split()[0] for line in shown.stdout.splitlines()[2:]] == ["a", "b", "c", "sweep/width=64"]
+    assert [line.split()[0] for line in shown.stdout.splitlines()[2:]] == [
+        "a", "b", "c", "odd_best", "odd_epochs", "sweep/width=64"]
+    assert "metrics.json: best is 5, not a mapping" in shown.stderr
+
+
+# Damage that used to end `mlp runs` with a traceback or hide every other run.
+DAMAGE = {
+    "metrics.json": ['{"status": "finished", "best": {"val_accuracy": "high"}}',  # a string for a number
+                     '{"epochs": [{"train_time_s": "1.5s"}]}',  # summed as a time
+                     '{"status": ["finished"]}',  # sorted and shown as text
+                     '{"test": {"accuracy": true}}',  # a bool is not a number
+                     '{"status": "finished", "epochs": [',  # cut short
+                     '[1, 2, 3]',  # not a mapping
+                     '\udcff'],  # not UTF-8 (written as bytes below)
+    "config.yaml": ["model: {width: [64, x]}\n", "model: {width: 64, width: 32}\n", "optimizer: {lr: fast}\n",
+                    "model: {activation: [relu]}\n", "train: {epochs: 2.5}\n", "model: {width: [64\n",
+                    "a: &a [*a, *a]\nmodel: {width: *a}\n"],
+}
+
+
+def test_damaged_runs_are_listed_as_unreadable_and_the_others_still_show(runs):
+    damaged = []
+    for file, contents in DAMAGE.items():
+        for i, text in enumerate(contents):
+            folder = runs / "damaged" / f"{file.split('.')[0]}{i}"
+            _run(folder, 32, 0.1, 0.5, 0.4)
+            data = text.encode("utf-8", "surrogateescape")
+            (folder / file).write_bytes(data)
+            damaged.append(f"damaged/{folder.name}")
+    for sort in ("run", "status", "best_val_acc", "test_acc", "width", "lr", "activation", "train_time_s", "epochs_done"):
+        listed = {r["run"]: r["status"] for r in list_runs(runs, sort)}
+        assert {run: listed[run] for run in damaged} == dict.fromkeys(damaged, "unreadable"), sort
+        assert listed["a"] == "finished" and listed["sweep/width=64"] == "finished"
+    shown = run_mlp("runs", "--sort", "test_acc")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    rows = {line.split()[0]: line.split()[1] for line in shown.stdout.splitlines()[2:]}
+    assert rows["a"] == "finished" and all(rows[run] == "unreadable" for run in damaged)
+    notes = shown.stderr.strip().splitlines()
+    assert len(notes) == len(damaged) and all(" is unreadable: " in note for note in notes)
+    assert any("best.val_accuracy is 'high', not a number" in note for note in notes)
+    assert any("key 'width' is given twice" in note for note in notes)
+    as_json = json.loads(run_mlp("runs", "--json").stdout)
+    assert sum(1 for r in as_json if r["status"] == "unreadable" and r["error"]) == len(damaged)

@@ -92,7 +92,10 @@ def train(
 
 @command
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train, or with "
+                                      "--config a bare state dict saved by another script."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict (torch.save("
+                                          "model.state_dict(), ...)): the config describing its model and data set."),
     split: SplitName = typer.Option(SplitName.test, "--split", help="Which split to measure."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the data set."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
@@ -111,13 +114,19 @@ def eval_(
         from mlp.plots import writable_folder, write_evaluation_plots
 
         writable_folder(plots, "--plots")
-    result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size)
+    result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size,
+                                 config)
     if plots is not None:
         result["plots"] = [str(p) for p in write_evaluation_plots(result, plots)]
     if as_json:
         typer.echo(json.dumps(result))
     else:
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
+        if "normalization" in result:
+            norm = result["normalization"]
+            typer.echo(f"\nnormalised with mean {', '.join(f'{m:.4f}' for m in norm['mean'])} and std "
+                       f"{', '.join(f'{s:.4f}' for s in norm['std'])}, those of {norm['from']} (a bare state "
+                       "dict does not say how its images were normalised)")
         if plots is not None:
             typer.echo("\nplots     " + "  ".join(result["plots"]))
 
@@ -170,10 +179,16 @@ def runs(
     sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
 ) -> None:
-    """List runs with their key hyperparameters and final metrics, read from each run's files."""
+    """List runs with their key hyperparameters and final metrics, read from each run's files.
+
+    A run whose files are damaged is listed with status "unreadable", and why is said on stderr.
+    """
     from mlp.runs import format_runs, list_runs
 
     found = list_runs(folder, sort)
+    for run in found:  # a damaged run is a row marked unreadable; why, is said here
+        if run.get("error"):
+            print(f"note: {folder / run['run']} is unreadable: {run['error']}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(found, indent=2))
     elif found:
@@ -184,8 +199,13 @@ def runs(
 
 @command
 def predict(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train, or with --config a bare "
+                                      "state dict saved by another script."),
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict: the config describing "
+                                          "its model and data set (whose training images set the normalisation)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root",
+                                             help="With --config: the folder holding the data set."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
@@ -197,7 +217,9 @@ def predict(
     from mlp.config import TrainConfig
     from mlp.predict import format_predictions, predict_files
 
-    predictions, unreadable = predict_files(checkpoint, images, top_k, _validated(TrainConfig, "device", device, "--device"))
+    device = _validated(TrainConfig, "device", device, "--device")
+    predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
+                                            data_root=str(data_root) if data_root else None)
     if as_json:
         typer.echo(json.dumps(predictions, indent=2))
     elif predictions:

@@ -7,30 +7,48 @@ becomes a ``UserError`` that names the field and what would fix it.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
-from mlp.errors import UserError
+from mlp.errors import UserError, did_you_mean, first_line
+from mlp.files import read_limited, require_file
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few hundred bytes; a sweep's base config too
+MAX_CONFIG_VALUES = 10_000  # values after YAML aliases are expanded; a config has a few dozen
+# The run folder is <name>-YYYYmmdd-HHMMSS, plus -N when two start in the same second; most file
+# systems allow 255 bytes per name, which leaves this much for the name (at most -999 for N).
+MAX_NAME_LENGTH = 255 - len("-20240101-120000") - len("-999")
 
 
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default), and
     # assignments are validated too, so a config can never hold an invalid value.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Infinity and NaN are never a sensible setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _not_a_boolean(value):
+    # YAML's true/false are Python's bools, which pydantic would otherwise take as 1 and 0.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 def _choice(kind: str, value: str, choices) -> str:
     value = value.lower().replace("-", "_")
     if value in choices:
         return value
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"unknown {kind} '{value}'{hint} (choices: {', '.join(sorted(choices))})")
+    hint = did_you_mean(value, choices)
+    raise ValueError(f"unknown {kind} '{value}'{'; ' + hint if hint else ''} (choices: {', '.join(sorted(choices))})")
 
 
 def activation_label(spec: str | dict[str, Any] | None) -> str | None:
@@ -45,7 +63,7 @@ class DataConfig(_Section):
     dataset: str = "mnist"
     root: str = "data"  # the environment variable MLP_DATA_ROOT overrides this
     download: bool = True  # try torchvision's download when the files are missing
-    val_size: int = Field(5000, ge=0)  # images held out of the training split, seeded
+    val_size: Int = Field(5000, ge=0)  # images held out of the training split, seeded
     augment: bool = False  # batched on the device: crop+flip (CIFAR), small shifts (MNIST-likes)
 
     @field_validator("dataset")
@@ -57,10 +75,10 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    width: int | list[int] = 512  # one width for every hidden layer, or a list of widths
-    depth: int | None = None  # number of hidden layers; defaults to 1, or len(width) for a list
+    width: Int | list[Int] = 512  # one width for every hidden layer, or a list of widths
+    depth: Int | None = None  # number of hidden layers; defaults to 1, or len(width) for a list
     activation: str | dict[str, Any] = "relu"  # a name, or {name: leaky_relu, negative_slope: 0.1}
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer"] = "none"
     init: Literal["auto", "kaiming", "xavier", "orthogonal", "default"] = "auto"
     bias: bool = True
@@ -103,13 +121,13 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: Int = Field(10, ge=1)
+    batch_size: Int = Field(64, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
-    log_every: int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
-    eval_batch_size: int = Field(1024, ge=1)
+    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: Float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
+    log_every: Int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
+    eval_batch_size: Int = Field(1024, ge=1)
     # autocast for the forward pass; fp16 needs CUDA; auto: bf16 where the hardware multiplies it
     # natively (CUDA compute capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -118,7 +136,7 @@ class TrainConfig(_Section):
     # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
     # gradient and weight norms): every log_every steps, once per epoch, or off.
     diagnostics: Literal["step", "epoch", "off"] = "step"
-    histogram_every: int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
+    histogram_every: Int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
 
     @field_validator("compile", "diagnostics", mode="before")
     @classmethod
@@ -139,11 +157,12 @@ class TrainConfig(_Section):
 
 class OptimizerConfig(_Section):
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
+    lr: Float = Field(1e-3, gt=0.0)
+    weight_decay: Float = Field(0.0, ge=0.0)
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
     nesterov: bool = False  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW only
+    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = (
+        0.9, 0.999)  # Adam / AdamW only; each in [0, 1)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -154,12 +173,12 @@ class OptimizerConfig(_Section):
 
 class SchedulerConfig(_Section):
     name: Literal["none", "step", "cosine", "onecycle"] = "none"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warm-up before none/step/cosine
-    step_size: int = Field(5, ge=1)  # step: epochs between decays
-    gamma: float = Field(0.1, gt=0.0)  # step: decay factor
-    min_lr: float = Field(0.0, ge=0.0)  # cosine: final learning rate
-    max_lr: float | None = Field(None, gt=0.0)  # onecycle: peak (default: optimizer.lr)
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: fraction spent rising
+    warmup_epochs: Float = Field(0.0, ge=0.0)  # linear warm-up before none/step/cosine
+    step_size: Int = Field(5, ge=1)  # step: epochs between decays
+    gamma: Float = Field(0.1, gt=0.0)  # step: decay factor
+    min_lr: Float = Field(0.0, ge=0.0)  # cosine: final learning rate
+    max_lr: Float | None = Field(None, gt=0.0)  # onecycle: peak (default: optimizer.lr)
+    pct_start: Float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: fraction spent rising
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -170,7 +189,7 @@ class SchedulerConfig(_Section):
 
 class Config(_Section):
     name: str = "run"
-    seed: int = 0
+    seed: Int = Field(0, ge=0, lt=2**32)  # the range NumPy's seeds have too
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -182,6 +201,9 @@ class Config(_Section):
     def _usable_as_folder_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+=,-]*", v):
             raise ValueError("name must be letters, digits and _ . + = , - (it names the run folder)")
+        if len(v) > MAX_NAME_LENGTH:
+            raise ValueError(f"{len(v)} characters is too long: at most {MAX_NAME_LENGTH} fit in a folder "
+                             "name with the run's -YYYYmmdd-HHMMSS (file systems allow 255)")
         return v
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,22 +226,86 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+    require_file(path, "config file", "; give a YAML file (e.g. configs/mnist.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(read_limited(path, MAX_CONFIG_BYTES, "config file", "a config").decode(), str(path))
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}:{line}: YAML syntax error: {problem}") from None
+        problem = getattr(e, "problem", None) or first_line(e)
+        kind = "" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error: "
+        raise UserError(f"{path}:{line}: {kind}{problem}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {path}: {e}") from None
+        raise UserError(f"cannot read config file {path}: {first_line(e)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config must be a YAML mapping of sections (data:, model:, ...)")
     return raw
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *base may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key '{key}' is given twice (also on line {seen[key] + 1}); keep one",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+                except TypeError:  # an unhashable key: the loader itself refuses it
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Safe YAML, refused when its aliases would expand it past ``MAX_CONFIG_VALUES`` values.
+
+    Aliases make a few hundred bytes name billions of values; the size is counted on the
+    parsed nodes (each shared node once), before anything is built from them.
+    """
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_CONFIG_VALUES:
+            what = "refers to itself" if size == float("inf") else f"expands to {size:,} values"
+            raise UserError(f"{source}: the YAML {what} through its aliases (*name); a config holds a few "
+                            f"dozen values and at most {MAX_CONFIG_VALUES:,} are read: refusing it")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UserError(f"{source}: the YAML is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict[int, float], open_nodes: set[int]) -> float:
+    """How many values ``node`` stands for once every alias is written out (inf for a cycle)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        return float("inf")
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes)
+                       for k, v in node.value)
+    else:
+        size = 1
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -228,7 +314,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
         raise UserError(f"--set expects KEY=VALUE with a dotted key, e.g. model.width=256 (got '{item}')")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text, f"--set {key}") if text.strip() else ""
     except yaml.YAMLError:
         value = text  # not YAML: take the text as a string
     return key, value
@@ -259,24 +345,33 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def _describe(error: ValidationError) -> str:
     """The first validation problem as one line that names the field and the fix."""
-    err = error.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    # Pydantic adds the union branch it tried ("int", "list[int]") to the location; drop it.
-    loc = [p for p in loc if p not in ("int", "list[int]", "str", "dict[str,any]", "float", "none")]
-    field = ".".join(loc) or "config"
+    # A value that fits no branch of a union (width: one int or a list of ints) gets one error
+    # per branch; the deepest names the element at fault ([64, true] → the true, not "not an int").
+    err = max(error.errors(), key=lambda e: len(e["loc"]))
+    # Pydantic adds the union branch it tried ("int", "list[...]") to the location; drop it.
+    loc = [p for p in err["loc"] if isinstance(p, int) or not ("[" in p or p in _BRANCH_NAMES)]
+    field = ".".join(str(p) for p in loc) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
+        loc = [str(p) for p in loc]
         section = _section_at(loc[:-1])
         valid = list(section.model_fields) if section else []
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f"did you mean '{'.'.join(loc[:-1] + [close[0]])}'?" if close else ""
+        hint = did_you_mean(loc[-1], valid, prefix="".join(p + "." for p in loc[:-1]))
         return f"unknown key '{field}'; {hint + ' ' if hint else ''}valid keys here: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
-    shown = "" if isinstance(given, dict) or kind in ("value_error",) else f" (got {given!r})"
+    shown = "" if isinstance(given, dict) or kind in ("value_error",) else f" (got {_short(given)})"
     if msg.startswith(field + "."):  # a check across fields already names them
         return f"{msg}{shown}"
     return f"{field}: {msg}{shown}"
+
+
+_BRANCH_NAMES = ("int", "str", "float", "none", "bool")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _section_at(loc: list[str]):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlp.errors import UserError
+from mlp.errors import UserError, first_line
 
 DATA_ROOT_ENV = "MLP_DATA_ROOT"
 
@@ -76,11 +76,19 @@ def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
     return Path(root) / info.folder, files
 
 
-def ensure_files(name: str, root: Path, download: bool) -> None:
+def ensure_files(name: str, root: Path, download: bool, for_eval: bool = False) -> None:
+    """Download the missing files if asked to; else a UserError naming them and the fix.
+
+    ``for_eval``: the command takes ``--data-root`` rather than a config, so that is the fix named.
+    """
     folder, files = expected_files(name, root)
     missing = [f for f in files if not (folder / f).is_file()]
     if not missing:
         return
+    if for_eval:
+        raise UserError(
+            f"data set '{name}' is missing {', '.join(missing)} in {folder}/: give --data-root DIR, the "
+            f"folder that holds {folder.relative_to(root)}/ (or set ${DATA_ROOT_ENV})")
     reason = "set data.download=true to fetch them where there is a network"
     if download:
         try:
@@ -89,8 +97,7 @@ def ensure_files(name: str, root: Path, download: bool) -> None:
             getattr(torchvision.datasets, DATASETS[name].torchvision_class)(str(root), train=True, download=True)
             return
         except Exception as e:  # no network, a mirror down, a checksum mismatch ...
-            first = str(e).strip().splitlines()
-            reason = f"the download failed ({first[-1] if first else type(e).__name__})"
+            reason = f"the download failed ({first_line(e, last=True)})"
             missing = [f for f in files if not (folder / f).is_file()]
     raise UserError(
         f"data set '{name}' is missing {', '.join(missing)} in {folder}/: {reason}; "
@@ -113,14 +120,18 @@ def read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.
             chunks, label_list = [], []
             for filename in files:
                 entry = _unpickle(folder / filename)
-                chunks.append(np.asarray(entry["data"], dtype=np.uint8))
+                chunks.append(_uint8_pixels(entry["data"], filename))
                 label_list.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
             images = torch.from_numpy(np.concatenate(chunks)).reshape(-1, *info.input_shape)
             labels = torch.tensor(label_list, dtype=torch.long)
             classes = list(_unpickle(folder / info.meta_file)[info.meta_key])
+            if not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"{info.meta_file}: the class names are not all text")
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(
-            f"cannot read data set '{name}' in {folder}/ ({type(e).__name__}: {e}); "
+            f"cannot read data set '{name}' in {folder}/ ({type(e).__name__}: {first_line(e)}); "
             "the files are damaged or not in torchvision's format: replace them"
         ) from None
     if images.shape[1:] != info.input_shape or len(images) != len(labels):
@@ -147,9 +158,83 @@ def _read_idx(path: Path, ndim: int) -> torch.Tensor:
 
 
 def _unpickle(path: Path) -> dict:
-    # The CIFAR batches are Python pickles: that is the format torchvision downloads.
+    """A CIFAR batch or meta file: a Python pickle (the format torchvision downloads), read with
+    an unpickler that can build only what those files hold, so a crafted file runs nothing."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        try:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+            _check_plain(entry)
+        except _Refused as e:
+            raise UserError(f"refusing to read {path}: {e}; the CIFAR files hold only numbers, text and "
+                            "numeric arrays, so this one is damaged or was made to run code: replace it "
+                            "with torchvision's download") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path.name} holds a {type(entry).__name__}, not the dict of a CIFAR batch")
+    return entry
+
+
+class _Refused(Exception):
+    pass
+
+
+def _check_plain(entry) -> None:
+    """Dicts, lists, tuples, strings, bytes, numbers and numeric arrays, and nothing else."""
+    stack, seen = [entry], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            if item.dtype.kind not in "biufc":
+                raise _Refused(f"it holds an array of {item.dtype} values, not numbers")
+        elif isinstance(item, (dict, list, tuple)):
+            if id(item) not in seen:
+                seen.add(id(item))
+                stack.extend([*item.keys(), *item.values()] if isinstance(item, dict) else item)
+        elif not isinstance(item, (str, bytes, int, float, type(None))):
+            raise _Refused(f"it holds a {type(item).__name__}")
+
+
+def _uint8_pixels(data, filename: str) -> np.ndarray:
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        what = f"an array of {data.dtype} of shape {data.shape}" if isinstance(data, np.ndarray) else \
+            f"a {type(data).__name__}"
+        raise ValueError(f"{filename}: its 'data' is {what}, not rows of uint8 pixels")
+    return data
+
+
+def _numeric_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biufc":
+        raise _Refused(f"it holds an array of {dtype} values, not numbers")
+    return dtype
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    # How a pickle written by Python 3 with protocol 2 stores bytes (numpy's array data among them).
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _Refused(f"it decodes bytes with the codec {encoding!r}")
+    return text.encode("latin1")
+
+
+def _numpy_core():
+    return np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Only the globals a CIFAR pickle uses: numpy's array and dtype rebuilders, under the
+    module names of numpy 1 (``numpy.core``, as in the original files) and numpy 2 (``numpy._core``),
+    and Python 3's way of storing bytes.  Plain dicts, lists, strings and numbers need none.
+    Every dtype is checked as it is built, and every array once loaded: only numbers load."""
+
+    def find_class(self, module: str, name: str):
+        core = _numpy_core()
+        allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _numeric_dtype,
+                   ("_codecs", "encode"): _latin1_bytes}
+        for package in ("numpy.core", "numpy._core"):
+            allowed[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+            allowed[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+        if (module, name) not in allowed:
+            raise _Refused(f"it asks for {module}.{name}")
+        return allowed[(module, name)]
 
 
 @dataclass
@@ -234,7 +319,7 @@ def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: i
 
     ``train`` and ``val`` are the same seeded partition the run trained with.
     """
-    ensure_files(dataset, root, download=False)
+    ensure_files(dataset, root, download=False, for_eval=True)
     images, labels, _ = read_split(dataset, root, train=split != "test")
     if split != "test":
         val_idx, train_idx = split_indices(len(labels), val_size, seed)

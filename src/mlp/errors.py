@@ -1,4 +1,9 @@
-"""The exceptions that mean "the user asked for something that cannot be done" or "the run ended early"."""
+"""The exception types that reach the command line (a user's mistake, a run that ended early),
+and the two ways messages are worded."""
+
+from __future__ import annotations
+
+import difflib
 
 
 class UserError(Exception):
@@ -37,3 +42,17 @@ class Diverged(RunEnded, UserError):
     def __init__(self, loss: float, step: int):
         super().__init__(f"training diverged: the loss is {loss} at step {step}; lower optimizer.lr or set "
                          "train.grad_clip (last.pth and checkpoint.pth, if any, hold the last finished epoch)")
+
+
+def first_line(error: BaseException | str, last: bool = False) -> str:
+    """The first (or ``last``) non-empty line of an exception's message, or its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[-1] if last else lines[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """``"did you mean 'X'?"`` for the choice closest to ``word`` (``prefix`` + X), or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean '{prefix}{close[0]}'?" if close else ""

@@ -91,14 +91,17 @@ def format_report(result: dict[str, Any], classes: list[str], title: str) -> str
 
 
 def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None = None,
-                        device: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
-    """``mlp eval``: rebuild the model from the file alone and measure it on one split."""
-    from mlp.checkpoint import load_checkpoint, rebuild_model
+                        device: str | None = None, batch_size: int | None = None,
+                        config: Path | None = None) -> dict[str, Any]:
+    """``mlp eval``: rebuild the model from the file alone and measure it on one split.
+
+    With ``config``, the file is a bare state dict from another script (see mlp.state_dict).
+    """
+    from mlp.checkpoint import load_model
     from mlp.data import load_eval_split, resolve_root
     from mlp.device import pick_device
 
-    ckpt = load_checkpoint(path)
-    cfg, model = rebuild_model(ckpt, path)
+    ckpt, cfg, model = load_model(path, config, data_root)
     dev = pick_device(device or "auto", "--device")  # where it trained does not matter here
     root = Path(data_root).expanduser() if data_root else resolve_root(cfg.data.root)
     if split == "val" and cfg.data.val_size == 0:
@@ -110,5 +113,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
                            norm["mean"], norm["std"], dev)
     model.to(dev)
     result = evaluate(model, data, len(ckpt["classes"]), batch_size or cfg.train.eval_batch_size)
-    return {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split,
-            "classes": ckpt["classes"], **result}
+    shown = {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split, "classes": ckpt["classes"]}
+    if ckpt.get("kind") == "imported":  # a bare state dict: say which normalisation was assumed
+        shown["normalization"] = norm
+    return {**shown, **result}

@@ -7,14 +7,16 @@ TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
 
 from __future__ import annotations
 
-import difflib
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from mlp.errors import did_you_mean
 
 
 class Swish(nn.Module):
@@ -42,6 +44,7 @@ class Activation:
     gain: str = "relu"  # the nonlinearity name torch.nn.init uses for this one's weight scale
     family: str = "relu"  # relu (units can die) | saturating (sigmoid-like) | smooth | self_normalising
     asymptotes: tuple[float, float] | None = None  # saturating only: the values it approaches, low and high
+    positive: tuple[str, ...] = ()  # parameters that must be > 0 (a scale it divides by, a threshold)
 
 
 def _swish(width, beta, learnable):
@@ -56,15 +59,15 @@ ACTIVATIONS: dict[str, Activation] = {
     "prelu": Activation(lambda w, per_unit, init: nn.PReLU(w if per_unit else 1, init),
                         {"per_unit": False, "init": 0.25}, gain="leaky_relu"),
     "elu": Activation(lambda w, alpha: nn.ELU(alpha), {"alpha": 1.0}, family="smooth"),
-    "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth"),
+    "celu": Activation(lambda w, alpha: nn.CELU(alpha), {"alpha": 1.0}, family="smooth", positive=("alpha",)),
     "selu": Activation(lambda w: nn.SELU(), gain="linear", family="self_normalising"),
     "sigmoid": Activation(lambda w: nn.Sigmoid(), gain="sigmoid", family="saturating", asymptotes=(0.0, 1.0)),
     "tanh": Activation(lambda w: nn.Tanh(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
     "softsign": Activation(lambda w: nn.Softsign(), gain="tanh", family="saturating", asymptotes=(-1.0, 1.0)),
-    "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth"),
+    "silu": Activation(_swish, {"beta": 1.0, "learnable": False}, family="smooth", positive=("beta",)),
     "gelu": Activation(lambda w, approximate: nn.GELU(approximate), {"approximate": "none"}, family="smooth"),
     "softplus": Activation(lambda w, beta, threshold: nn.Softplus(beta, threshold),
-                           {"beta": 1.0, "threshold": 20.0}, family="smooth"),
+                           {"beta": 1.0, "threshold": 20.0}, family="smooth", positive=("beta", "threshold")),
     "mish": Activation(lambda w: nn.Mish(), family="smooth"),
     "hardswish": Activation(lambda w: nn.Hardswish(), family="smooth"),
     "identity": Activation(lambda w: nn.Identity(), gain="linear", family="linear"),
@@ -85,9 +88,8 @@ def parse_activation(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = ALIASES.get(name, name)
     if name not in ACTIVATIONS:
         choices = sorted(ACTIVATIONS) + sorted(ALIASES)
-        close = difflib.get_close_matches(name, choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown activation '{name}'{hint} (choices: {', '.join(choices)})")
+        hint = did_you_mean(name, choices)
+        raise ValueError(f"unknown activation '{name}'{'; ' + hint if hint else ''} (choices: {', '.join(choices)})")
     accepted = ACTIVATIONS[name].params
     for key, value in params.items():
         if key not in accepted:
@@ -100,9 +102,13 @@ def parse_activation(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
             ok = value in _CHOICES.get(key, ())
+        positive = key in ACTIVATIONS[name].positive
+        if ok and positive and value <= 0:
+            ok = False
         if not ok:
             want = "true or false" if isinstance(default, bool) else (
-                "a number" if isinstance(default, float) else " or ".join(_CHOICES[key]))
+                ("a number > 0" if positive else "a finite number") if isinstance(default, float)
+                else " or ".join(_CHOICES[key]))
             raise ValueError(f"activation '{name}': {key} must be {want} (got {value!r})")
     return name, {k: float(v) if isinstance(accepted[k], float) else v for k, v in params.items()}
 
@@ -114,7 +120,11 @@ def make_activation(spec, width: int) -> nn.Module:
 
 
 def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
-    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised."""
+    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised.
+
+    A model whose weights alone would not fit in this machine's free memory is refused first.
+    """
+    check_memory(model_cfg, input_shape, num_classes, torch.device("cpu"))
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     in_features = math.prod(input_shape)
     for i, width in enumerate(model_cfg.widths):
@@ -166,3 +176,57 @@ def init_weights(model: nn.Sequential, model_cfg) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(model_cfg, input_shape, num_classes: int) -> int:
+    """The parameters (and norm statistics) ``build_model`` would make, counted without making them."""
+    sizes = [math.prod(input_shape), *model_cfg.widths, num_classes]
+    total = sum(n_in * n_out + (n_out if model_cfg.bias else 0) for n_in, n_out in zip(sizes, sizes[1:]))
+    per_unit = {"none": 0, "layer": 2, "batch": 4}[model_cfg.norm] + 1  # + 1: a PReLU slope per unit at most
+    return total + per_unit * sum(model_cfg.widths)
+
+
+# Float32 copies of every weight that training keeps: the weights, their gradients, the optimizer's state.
+OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
+
+
+def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device, optimizer: str | None = None) -> None:
+    """Refuse a model that cannot fit in ``device``'s free memory, before anything is allocated:
+    its weights, or with ``optimizer`` also the gradients and the optimizer's state."""
+    n = parameter_count(model_cfg, input_shape, num_classes)
+    copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
+    needed, free = 4 * n * copies, free_memory(device)
+    if free is None or needed <= free:
+        return
+    from mlp.errors import UserError
+
+    purpose = "its weights" if optimizer is None else f"training it with {optimizer} (weights, gradients, state)"
+    raise UserError(f"the model (model.width {model_cfg.width}, depth {model_cfg.depth}) has {n:,} parameters: "
+                    f"{_bytes(needed)} for {purpose}, more than the {_bytes(free)} free on {device}; choose a "
+                    "smaller model.width or model.depth")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (the machine's available memory for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:  # Linux: MemAvailable counts the cache it can reclaim
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000

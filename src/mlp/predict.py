@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mlp.checkpoint import load_checkpoint, rebuild_model
+from mlp.checkpoint import load_model
 from mlp.data import normalise
 from mlp.device import pick_device
+from mlp.errors import first_line
 
 # What Pillow raises for a missing, damaged or hostile file (SyntaxError: some broken PNGs).
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -34,10 +35,13 @@ def read_image(path: Path, input_shape: list[int]) -> torch.Tensor:
 
 
 def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str = "cpu",
-                  batch_size: int = 1024) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
-    """Predictions for the readable images, and (path, reason) for each that could not be read."""
-    ckpt = load_checkpoint(checkpoint)
-    _, model = rebuild_model(ckpt, checkpoint)
+                  batch_size: int = 1024, config: Path | None = None, data_root: str | None = None
+                  ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Predictions for the readable images, and (path, reason) for each that could not be read.
+
+    With ``config``, ``checkpoint`` is a bare state dict from another script (see mlp.state_dict).
+    """
+    ckpt, _, model = load_model(checkpoint, config, data_root)
     dev = pick_device(device, "--device")
     model.to(dev).eval()
     classes = ckpt["classes"]
@@ -67,8 +71,7 @@ def _reason(error: Exception) -> str:
         return "no such file"
     if isinstance(error, IsADirectoryError):
         return "it is a folder"
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return first_line(error)
 
 
 def format_predictions(predictions: list[dict[str, Any]]) -> str:

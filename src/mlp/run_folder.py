@@ -29,6 +29,7 @@ from typing import Any
 
 from mlp.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
 from mlp.errors import UserError
+from mlp.files import cause, writing
 
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
 LOCK_FILE = ".lock"
@@ -53,8 +54,9 @@ class RunFolder:
                 path, n = base.with_name(f"{base.name}-{n}"), n + 1
             return cls(path).locked()
         path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--run-dir {path} is a file, not a folder")
+        with writing(path, action="create"):  # even asking whether it exists can fail (a name too long)
+            if path.exists() and not path.is_dir():
+                raise UserError(f"--run-dir {path} is a file, not a folder")
         _made(path, exist_ok=True)
         folder = cls(path).locked()
         if any(item.name != LOCK_FILE for item in path.iterdir()):
@@ -81,10 +83,8 @@ class RunFolder:
     def locked(self) -> RunFolder:
         import fcntl
 
-        try:
+        with writing(self.path / LOCK_FILE):
             lock = open(self.path / LOCK_FILE, "a+")
-        except OSError as e:
-            raise UserError(f"cannot write in {self.path}: {e.strerror}; choose a folder you can write to") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -148,7 +148,7 @@ class RunFolder:
         try:
             atomic_write_many({self.path / name: data for name, data in blobs.items()})
         except OSError as e:
-            raise UserError(f"cannot write {', '.join(blobs)} in {self.path}: {e.strerror or e}; the files there "
+            raise UserError(f"cannot write {', '.join(blobs)} in {self.path}: {cause(e)}; the files there "
                             "still hold the last finished epoch (free space or fix the folder, then resume)") from None
 
 
@@ -157,17 +157,16 @@ def metrics_record(status: str, history: list[dict], best: dict, test: dict | No
 
 
 def _made(path: Path, exist_ok: bool = False) -> bool:
-    """Make ``path`` (and its parents); False if it already exists and ``exist_ok`` is not set."""
-    try:
-        path.mkdir(parents=True, exist_ok=exist_ok)
-        return True
-    except FileExistsError:
-        if exist_ok:
-            raise UserError(f"{path} exists and is not a folder") from None
-        return False
-    except OSError as e:
-        raise UserError(f"cannot make the run folder {path}: {e.strerror or e}; choose another place with "
-                        "--run-dir, or run from a folder you can write to") from None
+    """Make ``path`` (and its parents); False if it already exists and ``exist_ok`` is not set.
+    A folder that cannot be made is one line naming the path and the cause."""
+    with writing(path, action="create"):
+        try:
+            path.mkdir(parents=True, exist_ok=exist_ok)
+        except FileExistsError:
+            if exist_ok:
+                raise
+            return False
+    return True
 
 
 def _read(lock) -> str:

@@ -7,7 +7,6 @@ listing needs no torch.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import yaml
 
 from mlp.config import activation_label
-from mlp.errors import UserError
+from mlp.errors import UserError, did_you_mean, first_line
 
 # name in --sort and --json → column title in the table
 COLUMNS = {
@@ -27,48 +26,110 @@ COLUMNS = {
 BEST_FIRST = {"best_val_acc", "test_acc"}  # sorted high to low; every other column low to high
 
 
+MAX_RUN_FILE_BYTES = 64 * 1024 * 1024  # metrics.json of a very long run is a few MB
+
+
+class _Damaged(Exception):
+    """A run folder whose files cannot be read, or hold values of the wrong type."""
+
+
 def read_run(folder: Path) -> dict[str, Any] | None:
-    """One run's summary, or None when ``folder`` holds no run; unreadable files are a UserError."""
-    config_file, metrics_file = folder / "config.yaml", folder / "metrics.json"
-    if not config_file.is_file():
+    """One run's summary, or None when ``folder`` holds no mlp run (no config.yaml, or another
+    tool's).  A damaged run is a row with status ``unreadable`` and the reason under ``error``."""
+    if not (folder / "config.yaml").is_file():
         return None
     try:
-        cfg = yaml.safe_load(config_file.read_text()) or {}
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read the run in {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if not isinstance(cfg, dict) or not isinstance(metrics, dict):
+        return _summary(folder)
+    except _Damaged as e:
+        return {**dict.fromkeys(COLUMNS), "run": str(folder), "status": "unreadable", "epochs": None,
+                "error": str(e)}
+
+
+def _summary(folder: Path) -> dict[str, Any] | None:
+    """The config decides whether this is an mlp run at all; past that, anything odd is damage."""
+    cfg = _read(folder / "config.yaml", {})
+    if not isinstance(cfg, dict):
         return None  # a config.yaml that is not an mlp run's
     data, model, train, optimizer = ({} if cfg.get(k) is None else cfg[k]
                                      for k in ("data", "model", "train", "optimizer"))
+    if not all(isinstance(part, dict) for part in (data, model, train, optimizer)):
+        return None  # sections that are not mappings (model: resnet50): another tool's config
+    metrics = _read(folder / "metrics.json", {})
+    if not isinstance(metrics, dict):
+        raise _Damaged(f"metrics.json holds a {type(metrics).__name__}, not a mapping")
     best, test = ({} if metrics.get(k) is None else metrics[k] for k in ("best", "test"))
     epochs = [] if metrics.get("epochs") is None else metrics["epochs"]
-    if not isinstance(epochs, list) or not all(
-            isinstance(part, dict) for part in (data, model, train, optimizer, best, test, *epochs)):
-        return None  # sections that are not mappings (model: resnet50, "best": 5): not an mlp run
+    for key, part in (("best", best), ("test", test), ("epochs", epochs)):
+        if not isinstance(part, list if key == "epochs" else dict) or (key == "epochs" and not all(
+                isinstance(e, dict) for e in epochs)):
+            wanted = "a list of mappings" if key == "epochs" else "a mapping"
+            raise _Damaged(f"metrics.json: {key} is {_shown(part)}, not {wanted}")
+    times = [_typed(e.get("train_time_s"), "number", "metrics.json", "epochs[].train_time_s") for e in epochs]
     return {
         "run": str(folder),
-        "status": metrics.get("status", "started"),
-        "dataset": data.get("dataset"),
-        "activation": activation_label(model.get("activation")),
-        "width": model.get("width"),
-        "depth": model.get("depth"),
-        "lr": optimizer.get("lr"),
-        "optimizer": optimizer.get("name"),
+        "status": _typed(metrics.get("status", "started"), "text", "metrics.json", "status"),
+        "dataset": _typed(data.get("dataset"), "text", "config.yaml", "data.dataset"),
+        "activation": activation_label(_typed(model.get("activation"), "activation", "config.yaml",
+                                              "model.activation")),
+        "width": _typed(model.get("width"), "width (a whole number or a list of them)", "config.yaml", "model.width"),
+        "depth": _typed(model.get("depth"), "whole number", "config.yaml", "model.depth"),
+        "lr": _typed(optimizer.get("lr"), "number", "config.yaml", "optimizer.lr"),
+        "optimizer": _typed(optimizer.get("name"), "text", "config.yaml", "optimizer.name"),
         "epochs_done": len(epochs),
-        "epochs": train.get("epochs"),
-        "best_val_acc": best.get("val_accuracy"),
-        "test_acc": test.get("accuracy"),
-        "train_time_s": round(sum(e.get("train_time_s") or 0 for e in epochs), 2) if epochs else None,
+        "epochs": _typed(train.get("epochs"), "whole number", "config.yaml", "train.epochs"),
+        "best_val_acc": _typed(best.get("val_accuracy"), "number", "metrics.json", "best.val_accuracy"),
+        "test_acc": _typed(test.get("accuracy"), "number", "metrics.json", "test.accuracy"),
+        "train_time_s": round(sum(t or 0 for t in times), 2) if epochs else None,
     }
 
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS = {  # what each summary field must be; a bool is not a number
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "whole number": _is_int,
+    "text": lambda v: isinstance(v, str),
+    "activation": lambda v: isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("name"), str)),
+    "width (a whole number or a list of them)": lambda v: _is_int(v) or (isinstance(v, list) and all(map(_is_int, v))),
+}
+
+
+def _typed(value, kind: str, file: str, key: str):
+    """``value`` when it is None or a ``kind``; otherwise the run is damaged."""
+    if value is None or _KINDS[kind](value):
+        return value
+    article = "" if kind == "text" else "an " if kind[0] in "aeiou" else "a "
+    raise _Damaged(f"{file}: {key} is {_shown(value)}, not {article}{kind}")
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+
+
+def _read(path: Path, missing: Any) -> Any:
+    """A run file parsed (YAML for config.yaml, JSON for metrics.json), or ``missing`` when absent."""
+    from mlp.config import parse_yaml
+
+    if not path.is_file():
+        return missing
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RUN_FILE_BYTES + 1)
+        if len(data) > MAX_RUN_FILE_BYTES:
+            raise _Damaged(f"{path.name} is larger than {MAX_RUN_FILE_BYTES // 2**20} MB")
+        text = data.decode()
+        return parse_yaml(text, path.name) if path.suffix == ".yaml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError, UserError, RecursionError) as e:
+        raise _Damaged(f"{path.name}: {type(e).__name__}: {first_line(e)}") from None
 
 
 def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
     """Every run under ``root`` (sweep trials included), sorted by the column ``sort``."""
     if sort not in COLUMNS:
-        close = difflib.get_close_matches(sort, list(COLUMNS), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(sort, COLUMNS)
+        hint = hint + " " if hint else ""
         raise UserError(f"--sort {sort}: no such column; {hint}choose one of {', '.join(COLUMNS)}")
     if not root.is_dir():
         raise UserError(f"no folder {root}; give the folder that holds the runs: mlp runs DIR")
@@ -97,7 +158,7 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
 def cell(run: dict[str, Any], key: str) -> Any:
     """``run[key]`` as the tables show it (the sweep's leaderboard too)."""
     value = run[key]
-    if key == "epochs_done":
+    if key == "epochs_done" and value is not None:
         return f"{value}/{run['epochs']}"
     if key in ("best_val_acc", "test_acc"):
         return percent(value)

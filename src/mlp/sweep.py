@@ -94,6 +94,9 @@ def plan_trials(config: Path, grid: dict[str, list[str]], sets: list[str], sweep
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination))
         name = ",".join(f"{labels[k]}={_folder_safe(v)}" for k, v in values.items())
+        if len(name.encode()) > 255:  # the longest folder name most file systems take
+            raise UserError(f"the trial folder {name[:60]}... would be named by {len(name.encode())} characters, "
+                            "more than the 255 a file system allows; shorten the --grid values")
         overrides = [*sets, *(f"{k}={v}" for k, v in values.items())]
         try:
             cfg = load_config(config, overrides)

@@ -36,7 +36,7 @@ from mlp.device import pick_device, resolve_precision
 from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, RunEnded, UserError
 from mlp.evaluate import evaluate, misclassified
-from mlp.model import build_model, count_parameters
+from mlp.model import build_model, check_memory, count_parameters
 from mlp.optim import build_optimizer, build_scheduler
 from mlp.run_folder import RunFolder, metrics_record
 from mlp.signals import StopRequest
@@ -102,6 +102,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + 2 * self.rank)
         with self.timed("data"):
             self.data = load_data(cfg.data, self.device, cfg.seed)
+        check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name)
         with self.timed("build"):  # building the first torch optimizer imports torch._dynamo
             self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
             self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()

@@ -1,0 +1,98 @@
+"""What the file system says, in words: why a path cannot be read or written.
+
+Every file a user names (a config, a checkpoint, a run folder) is checked here first, so a
+folder given as a file, a symbolic link that loops or points nowhere, a pipe, a read-only
+folder or a full disk is reported as what it is rather than as "not found" or a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlp.errors import UserError
+
+# errno → the cause as a user would say it; anything else falls back to the system's own words
+_CAUSES = {
+    errno.ENOENT: "no such file or folder",
+    errno.ELOOP: "a symbolic link loop (the link leads back to itself)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENAMETOOLONG: "a name in the path is too long for the file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EISDIR: "it is a folder",
+    errno.EEXIST: "something with that name is already there",
+}
+
+
+def cause(error: OSError) -> str:
+    """The reason an operating-system call failed, in plain words."""
+    return _CAUSES.get(error.errno, (error.strerror or type(error).__name__).lower())
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file (``"not found"``, ``"is a folder"``, ...), or None."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ENOENT and path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        if e.errno == errno.ENOENT:
+            return "not found"
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (the link leads back to itself)"
+        return f"cannot be read: {cause(e)}"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read: permission denied"
+    return None
+
+
+def require_file(path: Path, what: str, folder_hint: str = "") -> None:
+    """Raise a UserError naming the true cause when ``path`` is not a readable file.
+
+    ``what`` names the file's role ("config file", "checkpoint"); ``folder_hint`` is added
+    when a folder was given (e.g. "; give the checkpoint.pth in it").
+    """
+    problem = file_problem(path)
+    if problem is None:
+        return
+    if problem == "not found":
+        raise UserError(f"{what} not found: {path}")
+    raise UserError(f"{what} {path} {problem}{folder_hint if problem == 'is a folder' else ''}")
+
+
+def read_limited(path: Path, limit: int, what: str, usual: str) -> bytes:
+    """The bytes of a file that must be small, refused without reading it whole when it is not;
+    ``usual`` says how large such a file usually is."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{what} {path} is larger than {limit // 1024} KiB, which {usual} never is; "
+                        "refusing to read it")
+    return data
+
+
+@contextmanager
+def writing(path: Path | None = None, action: str = "write"):
+    """Turn a failed write (read-only, full disk, name too long, no permission) into a UserError
+    that names the path and the cause.  Also a decorator: ``@writing(action="create")``."""
+    try:
+        yield
+    except OSError as e:
+        where = Path(e.filename) if e.filename is not None else path
+        reason = cause(e)
+        if e.errno == errno.ENOTDIR and where is not None:  # name the file that stands where a folder must
+            blocking = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
+            reason = f"{blocking} is a file, not a folder" if blocking else reason
+        raise UserError(f"cannot {action} {where}: {reason}") from None
