@@ -19,3 +19,12 @@ class Interrupted(Exception):
         self.run_dir = run_dir
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {self.signal_name}")
+
+
+class Pruned(Exception):
+    """A study stopped this trial after an epoch (its validation accuracy lagged); ``metrics.json``
+    says ``pruned`` and ``last.pth``/``checkpoint.pth`` hold that epoch.  Raised by an ``on_epoch`` hook."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"pruned by the study after epoch {epoch}")

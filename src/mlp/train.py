@@ -15,7 +15,7 @@ import signal
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from mlp.config import (Config, activation_label, dump_yaml, load_config, parse_
 from mlp.data import DATASETS, augment, epoch_batches, load_data
 from mlp.device import pick_device
 from mlp.diagnostics import LayerDiagnostics
-from mlp.errors import Interrupted, UserError
+from mlp.errors import Interrupted, Pruned, UserError
 from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
 from mlp.tensorboard import RunLogger
@@ -173,7 +173,8 @@ def resume_target(path: Path, overrides: list[str]) -> tuple[Config, dict[str, A
 
 
 def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | None = None,
-        overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True) -> Path:
+        overwrite: bool = False, runs_root: Path = Path("runs"), progress: bool = True,
+        on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
     rank, world_size = distributed.rank_and_world_size()
     is_main = rank == 0
     progress = progress and is_main
@@ -403,6 +404,12 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 write_metrics("running")
                 if is_main:
                     print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
+                if on_epoch is not None and is_main:  # e.g. a sweep reporting to its study; may raise Pruned
+                    try:
+                        on_epoch(epoch, record)
+                    except Pruned:
+                        write_metrics("pruned")
+                        raise
                 if stop.signum is not None and epoch < cfg.train.epochs:
                     raise interrupted()
 
@@ -457,7 +464,8 @@ def _summary(record: dict, epochs: int, best: bool) -> str:
 
 
 def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | None = None,
-                     resume: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                     resume: Path | None = None, overwrite: bool = False, progress: bool = True,
+                     on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
     """What ``mlp train`` does: resolve the config (or the run to resume) and fit,
     data-parallel across the processes when torchrun launched several."""
     ckpt = None
@@ -466,4 +474,4 @@ def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | 
     else:
         cfg = load_config(config, overrides)
     with distributed.process_group(cfg.train.device):
-        return fit(cfg, run_dir, resume=ckpt, overwrite=overwrite, progress=progress)
+        return fit(cfg, run_dir, resume=ckpt, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
