@@ -120,8 +120,8 @@ def make_pruner(name: str, budget: int):
     the same epoch, once a quarter of the trials (at most 5) finished and from epoch 2 on.
     ``halving``: Optuna's successive halving (rungs at epochs 1, 4, 16, ... keep the best quarter)."""
     optuna = quiet_optuna()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, budget // 4)), n_warmup_steps=1)
+    if name == "median":  # the warm-up counts epochs from 1: 2 means "never at epoch 1"
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, budget // 4)), n_warmup_steps=2)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()

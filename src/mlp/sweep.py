@@ -237,7 +237,7 @@ class Worker:
         elif outcome == "failed":
             self.failed += 1
             _say(f"trial {trial.name} failed (exit {code}): {last}  [log: {trial.run_dir / 'train.log'}]", sys.stderr)
-        elif self.jobs > 1 or outcome == "pruned":
+        elif self.jobs > 1:  # with one job the trial's own output said it
             epochs = f" after epoch {summary.get('epochs_done')}" if outcome == "pruned" else ""
             _say(f"trial {trial.name} {outcome}{epochs}")
 
