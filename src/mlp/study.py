@@ -77,13 +77,27 @@ def open_storage(spec: str):
 
     shown = _hide_password(spec)
     try:
-        return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+        return optuna.storages.RDBStorage(_with_postgres_driver(spec), engine_kwargs={"pool_pre_ping": True})
     except ImportError as e:
-        hint = "pip install 'mlp[postgres]'" if spec.startswith("postgres") else "install the driver"
-        raise UserError(f"--storage {shown}: the database driver {e.name or ''} is not installed; {hint}") from None
+        missing = getattr(e.__cause__ or e.__context__, "name", None) or e.name or "for it"
+        hint = "pip install 'mlp[postgres]'" if spec.startswith("postgresql") else "install it"
+        raise UserError(f"--storage {shown}: the database driver {missing} is not installed; {hint}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise UserError(f"--storage {shown}: cannot open the database: {first}") from None
+
+
+def _with_postgres_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1: use whichever is
+    installed (``mlp[postgres]`` brings psycopg), so the plain URL works with either."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for module, dialect in (("psycopg", "postgresql+psycopg://"), ("psycopg2", "postgresql+psycopg2://")):
+        if importlib.util.find_spec(module) is not None:
+            return dialect + url.removeprefix("postgresql://")
+    return url
 
 
 def _hide_password(url: str) -> str:
