@@ -257,28 +257,23 @@ class Worker:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", TRIAL_ENV: self.study.child_env(claim, trial.epochs)}
         if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of each taking them all
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        log_file = trial.run_dir / "train.log"
         with self.lock:  # a signal arriving now must either prevent this start or reach this child
             if self.signum is not None:
                 return None, ""
             _say(announce)
             trial.run_dir.mkdir(parents=True, exist_ok=True)
-            log = open(trial.run_dir / "train.log", "a")
-            log.write(f"$ mlp {' '.join(command[3:])}\n")
-            log.flush()
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=env, start_new_session=True)
+            # The child writes its log itself: it outlives this process if need be (see mlp.study._die_with_parent).
+            with open(log_file, "a") as log:
+                log.write(f"$ mlp {' '.join(command[3:])}\n")
+                log.flush()
+                start = log.tell()
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.children[claim.trial_id] = proc
-        last = ""
-        with log:
-            for line in proc.stdout:
-                log.write(line)
-                if self.jobs == 1:
-                    sys.stdout.write(line)
-                last = line.strip() or last
-            code = proc.wait()
+        last = _follow(log_file, start, proc, echo=self.jobs == 1)
         with self.lock:
             del self.children[claim.trial_id]
-        return code, last
+        return proc.returncode, last
 
     def _heartbeat(self, done: threading.Event) -> None:
         """Mark this worker's trials alive; stop a trial that another worker took over."""
@@ -297,6 +292,25 @@ class Worker:
                 except Exception as e:  # a storage hiccup must not end the heartbeat
                     _say(f"heartbeat: cannot reach the study's storage ({type(e).__name__}: {e}); trying again "
                          f"in {HEARTBEAT_S}s", sys.stderr)
+
+
+def _follow(log_file: Path, start: int, proc: subprocess.Popen, echo: bool) -> str:
+    """Wait for the trial's process, showing its log as it grows when ``echo``; its last line."""
+    tail = ""
+    with open(log_file, errors="replace") as log:
+        log.seek(start)
+        while True:
+            done = proc.poll() is not None  # checked before reading, so the last lines are read
+            chunk = log.read()
+            if echo and chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            tail = (tail + chunk)[-4000:]
+            if done:
+                break
+            if not chunk:
+                time.sleep(0.1)
+    return next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
@@ -337,7 +351,8 @@ def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, tr
     shared = SweepStudy(storage, study or plan.sweep_dir.name, space, plan.budget, definition, pruner,
                         sampler or "tpe", seed)
     before = Counter(row["status"] for row in leaderboard(plan, shared) if row["status"] in (*DONE, "failed"))
-    what = f"grid of {plan.budget} trials" if space.kind == "grid" else f"{sampler} search of {plan.budget} trials"
+    size = f"{plan.budget} trial{'s' if plan.budget != 1 else ''}"
+    what = f"grid of {size}" if space.kind == "grid" else f"{sampler} search of {size}"
     print(f"sweep    {what} in {plan.sweep_dir}, study '{shared.name}' in {_shown_storage(storage)}" +
           (f" ({', '.join(f'{n} {state}' for state, n in before.items())} before, skipped)" if before else "") +
           (f", {jobs} at a time" if jobs > 1 and not leaderboard_only else "") +
