@@ -217,7 +217,8 @@ class Worker:
             _say(f"trial {claim.number} failed: {e}", sys.stderr)
             self.study.tell(claim, "failed", {"error": str(e)})
             return
-        self.study.note(claim.trial_id, run=str(trial.run_dir), epochs=trial.epochs, host=self.study.me["host"])
+        self.study.note(claim.trial_id, run=str(trial.run_dir.resolve()), epochs=trial.epochs,
+                        host=self.study.me["host"])
         if state in DONE:  # its worker trained it but stopped before telling the study
             self.study.tell(claim, state, _summary(trial.run_dir))
             _say(f"trial {trial.name}: {state} in {trial.run_dir} already, recorded")
