@@ -87,6 +87,13 @@ def open_storage(spec: str):
         raise UserError(f"--storage {shown}: cannot open the database: {first}") from None
 
 
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What a storage raises when it cannot be reached (a database gone, a file system full)."""
+    import sqlalchemy
+
+    return OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError
+
+
 def _with_postgres_driver(url: str) -> str:
     """``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1: use whichever is
     installed (``mlp[postgres]`` brings psycopg), so the plain URL works with either."""
@@ -113,7 +120,10 @@ def make_sampler(space: Space, sampler: str, seed: int | None):
     optuna = quiet_optuna()
     if space.kind == "grid":
         return _grid_sampler_class()({p.key: p.choices for p in space.params})
-    return optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else optuna.samplers.TPESampler(seed=seed)
+    if sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant liar: a running trial counts as a poor one, so workers sampling side by side spread out
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def _grid_sampler_class():

@@ -181,7 +181,6 @@ class Worker:
         self.children: dict[int, subprocess.Popen] = {}  # trial id → its training process
         self.taken: set[int] = set()  # trials another worker took over (this one missed heartbeats)
         self.signum: int | None = None
-        self.failed = 0
 
     def stop(self, signum, frame) -> None:
         self.signum = signum
@@ -190,6 +189,8 @@ class Worker:
                 proc.send_signal(signum)
 
     def run(self) -> None:
+        from mlp.study import storage_errors
+
         done = threading.Event()
         beating = threading.Thread(target=self._heartbeat, args=(done,), daemon=True)
         beating.start()
@@ -197,6 +198,10 @@ class Worker:
             with forwarding_signals(self.stop), ThreadPoolExecutor(self.jobs) as pool:
                 for future in [pool.submit(self._loop) for _ in range(self.jobs)]:
                     future.result()
+        except storage_errors() as e:  # the trials running then have finished: nothing is lost
+            first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise UserError(f"lost the study's storage ({type(e).__name__}: {first}); run the same command "
+                            "again once it is back") from None
         finally:
             done.set()
             beating.join()
@@ -236,7 +241,6 @@ class Worker:
         elif not self.study.tell(claim, outcome, {**summary, **({"error": last} if outcome == "failed" else {})}):
             _say(f"trial {trial.name} was taken over by another worker; its result is not recorded", sys.stderr)
         elif outcome == "failed":
-            self.failed += 1
             _say(f"trial {trial.name} failed (exit {code}): {last}  [log: {trial.run_dir / 'train.log'}]", sys.stderr)
         elif self.jobs > 1:  # with one job the trial's own output said it
             epochs = f" after epoch {summary.get('epochs_done')}" if outcome == "pruned" else ""
