@@ -80,7 +80,7 @@ def open_storage(spec: str):
         return optuna.storages.RDBStorage(_with_postgres_driver(spec), engine_kwargs={"pool_pre_ping": True})
     except ImportError as e:
         missing = getattr(e.__cause__ or e.__context__, "name", None) or e.name or "for it"
-        hint = "pip install 'mlp[postgres]'" if spec.startswith("postgresql") else "install it"
+        hint = "pip install 'psycopg[binary]' (mlp's postgres extra)" if spec.startswith("postgresql") else "install it"
         raise UserError(f"--storage {shown}: the database driver {missing} is not installed; {hint}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
