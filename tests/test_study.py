@@ -346,3 +346,11 @@ def test_a_study_made_by_another_sweep_is_refused(tiny_config, tmp_path):
     again = run_mlp("sweep", "--config", tiny_config, "--grid", "model.width=16,64", "--sweep-dir", "sweep",
                     "--study", "wider", "--leaderboard-only")
     assert again.returncode == 0, again.stderr
+
+    # a search may be extended with more trials, not changed otherwise
+    (tmp_path / "space.yaml").write_text("model.width: [16, 32]\n")
+    search = ["sweep", "--config", tiny_config, "--search", "space.yaml", "--sweep-dir", "search", "--leaderboard-only"]
+    assert run_mlp(*search, "--trials", "2").returncode == 0
+    assert run_mlp(*search, "--trials", "4").returncode == 0
+    changed = run_mlp(*search, "--trials", "4", "--pruner", "halving")
+    assert changed.returncode == 2 and "(it differs in: pruner)" in changed.stderr

@@ -351,8 +351,9 @@ def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, tr
     storage = storage or str(plan.sweep_dir / JOURNAL_NAME)
     pruner = pruner or ("none" if space.kind == "grid" else "median")
     sampler = None if space.kind == "grid" else sampler or "tpe"
-    definition = {"kind": space.kind, "space": space.definition(), "trials": plan.budget, "pruner": pruner,
-                  "sampler": sampler, "config": plan.base_yaml}
+    # what every worker of the study must agree on (a search may be extended: --trials may grow)
+    definition = {"kind": space.kind, "space": space.definition(), "pruner": pruner, "sampler": sampler,
+                  "config": plan.base_yaml}
     shared = SweepStudy(storage, study or plan.sweep_dir.name, space, plan.budget, definition, pruner,
                         sampler or "tpe", seed)
     before = Counter(row["status"] for row in leaderboard(plan, shared) if row["status"] in (*DONE, "failed"))
