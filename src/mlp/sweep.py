@@ -215,12 +215,14 @@ class Worker:
 
     def _run(self, claim) -> None:
         """Train one claimed trial (or record its run folder's outcome) and tell the study."""
+        name = self.plan.name(claim.params, claim.origin)
         try:
             trial = self.plan.trial(claim.params, claim.origin)
             state = trial_state(trial)
-        except UserError as e:
-            _say(f"trial {claim.number} failed: {e}", sys.stderr)
-            self.study.tell(claim, "failed", {"error": str(e)})
+        except UserError as e:  # a search's values the config refuses, or a folder holding another run
+            reason = str(e).removeprefix(f"trial {name}: ")
+            _say(f"trial {name} failed: {reason}", sys.stderr)
+            self.study.tell(claim, "failed", {"error": reason})
             return
         self.study.note(claim.trial_id, run=str(trial.run_dir.resolve()), epochs=trial.epochs,
                         host=self.study.me["host"])
