@@ -77,7 +77,7 @@ def open_storage(spec: str):
 
     shown = _hide_password(spec)
     try:
-        return optuna.storages.RDBStorage(_with_postgres_driver(spec), engine_kwargs={"pool_pre_ping": True})
+        return _rdb_storage(_with_postgres_driver(spec))
     except ImportError as e:
         missing = getattr(e.__cause__ or e.__context__, "name", None) or e.name or "for it"
         hint = "pip install 'psycopg[binary]' (mlp's postgres extra)" if spec.startswith("postgresql") else "install it"
@@ -85,6 +85,23 @@ def open_storage(spec: str):
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise UserError(f"--storage {shown}: cannot open the database: {first}") from None
+
+
+def _rdb_storage(url: str):
+    """Optuna's database storage.  Workers starting together on a fresh database all try to make
+    its tables, and all but one fail on a duplicate name: those try again once the tables exist."""
+    import random
+
+    import sqlalchemy
+
+    optuna = quiet_optuna()
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def storage_errors() -> tuple[type[Exception], ...]:
@@ -200,7 +217,6 @@ class Claim:
     trial_id: int
     origin: int
     params: dict[str, Any]
-    resumed: bool  # a retry of an interrupted trial
 
 
 class SweepStudy:
@@ -250,7 +266,7 @@ class SweepStudy:
         params = self.space.suggest(trial)  # a retry gets its stored values back
         self.beat(trial._trial_id, first=True)
         frozen = self.storage.get_trial(trial._trial_id)
-        return Claim(trial.number, trial._trial_id, origin(frozen), params, is_retry(frozen))
+        return Claim(trial.number, trial._trial_id, origin(frozen), params)
 
     def _requeue(self, trial) -> None:
         """Fail an abandoned trial (only one worker wins that) and queue a copy of it to resume."""
