@@ -151,7 +151,7 @@ def test_a_tpe_search_with_the_median_pruner_stops_lagging_trials(tiny_config, t
 
 
 def test_a_stopped_then_killed_worker_leaves_a_trial_that_the_next_worker_resumes(tiny_config, tmp_path):
-    args = ["--grid", "model.width=16", "--set", "train.epochs=12", "--set", "train.batch_size=16",
+    args = ["--grid", "model.width=16", "--set", "train.epochs=8", "--set", "train.batch_size=16",
             "--sweep-dir", "sweep"]
     run = tmp_path / "sweep" / "width=16"
 
@@ -163,7 +163,7 @@ def test_a_stopped_then_killed_worker_leaves_a_trial_that_the_next_worker_resume
     assert worker.returncode == 128 + signal.SIGTERM, out + err
     assert "sweep stopped by SIGTERM" in err and " interrupted " in table_rows(out)[0]
     first = len(metrics(run)["epochs"])
-    assert metrics(run)["status"] == "interrupted" and first < 12
+    assert metrics(run)["status"] == "interrupted" and first < 8
 
     # kill -9: the trial's process still gets SIGTERM and saves last.pth; nobody gave the trial back
     worker = sweep_process(tiny_config, *args)
@@ -172,13 +172,13 @@ def test_a_stopped_then_killed_worker_leaves_a_trial_that_the_next_worker_resume
     worker.communicate(timeout=60)
     wait_for(lambda: metrics(run).get("status") == "interrupted", "the orphaned trial to save and stop")
     second = len(metrics(run)["epochs"])
-    assert second < 12
+    assert second < 8
 
     done = run_mlp(*["sweep", "--config", tiny_config, *args])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[1/1] resuming width=16" in done.stdout and " finished " in table_rows(done.stdout)[0]
     m = metrics(run)
-    assert m["status"] == "finished" and [e["epoch"] for e in m["epochs"]] == list(range(1, 13))
+    assert m["status"] == "finished" and [e["epoch"] for e in m["epochs"]] == list(range(1, 9))
     log = (run / "train.log").read_text()
     assert log.count("$ mlp train") == 3 and log.count("$ mlp train --no-progress --resume") == 2
 
@@ -309,29 +309,35 @@ def test_a_search_space_file_reads_ranges_and_choices(tmp_path):
         "model.activation={name: leaky_relu, negative_slope: 0.1}"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--search", "space.yaml"], "error: --search needs --trials N"),
-    (["--search", "space.yaml", "--grid", "model.width=16,32", "--trials", "2"], "error: give --grid or --search, not both"),
-    (["--grid", "model.width=16,32", "--trials", "2"], "error: --trials is for --search"),
-    (["--grid", "model.width=16,32", "--sampler", "random"], "error: --sampler and --seed are for --search"),
-    ([], "error: give --grid KEY=V1,V2"),
-    (["--search", "bad.yaml", "--trials", "2"],
-     "error: --search bad.yaml: model.activation=bogus: tiny.yaml: model.activation: unknown activation 'bogus'"),
-    (["--search", "space.yaml", "--trials", "2", "--set", "model.width=8"],
-     "error: model.width is both in --set and in --search space.yaml; keep one"),
-    (["--grid", "model.width=16", "--storage", "."], "error: --storage . is a folder"),
-    (["--grid", "model.width=16", "--storage", "nowhere/study.log"], "error: --storage nowhere/study.log: there is no folder nowhere"),
-    (["--grid", "model.width=16", "--storage", "mysql://mlp:secret@127.0.0.1:9/db"],
-     "error: --storage mysql://mlp:***@127.0.0.1:9/db: the database driver MySQLdb is not installed"),
+@pytest.mark.parametrize("kwargs,message", [
+    ({"search": Path("space.yaml")}, "--search needs --trials N"),
+    ({"search": Path("space.yaml"), "grid": ["model.width=16,32"], "trials": 2}, "give --grid or --search, not both"),
+    ({"grid": ["model.width=16,32"], "trials": 2}, "--trials is for --search"),
+    ({"grid": ["model.width=16,32"], "sampler": "random"}, "--sampler and --seed are for --search"),
+    ({}, "give --grid KEY=V1,V2"),
+    ({"search": Path("space.yaml"), "trials": 2, "sets": ["model.width=8"]},
+     "model.width is both in --set and in --search space.yaml; keep one"),
+    ({"grid": ["model.width=16"], "sets": ["data.val_size=0"]}, "trial width=16: data.val_size is 0, but a sweep"),
+    ({"grid": ["model.width=16"], "storage": "."}, "--storage . is a folder"),
+    ({"grid": ["model.width=16"], "storage": "nowhere/study.log"}, "--storage nowhere/study.log: there is no folder nowhere"),
+    ({"grid": ["model.width=16"], "storage": "mysql://mlp:secret@127.0.0.1:9/db"},
+     "--storage mysql://mlp:***@127.0.0.1:9/db: the database driver MySQLdb is not installed"),
 ])
-def test_sweep_command_mistakes_are_one_line(tiny_config, tmp_path, args, message):
+def test_sweep_mistakes_stop_it_before_any_trial(tiny_config, tmp_path, kwargs, message):
     (tmp_path / "space.yaml").write_text("model.width: [16, 32]\n")
+    with pytest.raises(UserError) as raised:
+        run_sweep(tiny_config, sweep_dir=Path("sweep"), **kwargs)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert not (tmp_path / "sweep").exists() or "storage" in kwargs
+
+
+def test_a_search_value_the_config_refuses_is_one_line_on_the_command_line(tiny_config, tmp_path):
     (tmp_path / "bad.yaml").write_text("model.activation: [relu, bogus]\n")
-    done = run_mlp("sweep", "--config", tiny_config.name, *args, "--sweep-dir", "sweep")
-    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    if "--storage" not in args:
-        assert not (tmp_path / "sweep").exists()
+    done = run_mlp("sweep", "--config", tiny_config.name, "--search", "bad.yaml", "--trials", "2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --search bad.yaml: model.activation=bogus: tiny.yaml: model.activation: "
+                                  "unknown activation 'bogus'")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_study_made_by_another_sweep_is_refused(tiny_config, tmp_path):
