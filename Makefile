@@ -11,9 +11,11 @@ BIN    := $(VENV)/bin
 setup: $(VENV)/.installed
 
 # Reinstalled when pyproject.toml changes.  torch comes from PyPI's default build (it runs on CPU too).
+# The postgres extra is the driver the shared-study test needs (it also needs the PostgreSQL server
+# programs, which .ci/run installs; without them that test is skipped).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,postgres]'
 	touch $@
 
 train: setup

@@ -1,4 +1,4 @@
-"""Sweeps: real trials on the fabricated data, the leaderboard, skipping, failures, bad grids."""
+"""Grid sweeps: real trials on the fabricated data, the leaderboard, skipping, failures, bad grids."""
 
 import csv
 import json
@@ -11,7 +11,8 @@ import yaml
 from conftest import run_mlp
 from mlp.errors import UserError
 from mlp.runs import format_runs, list_runs
-from mlp.sweep import parse_grid, plan_trials, run_sweep, trial_state
+from mlp.space import parse_grid
+from mlp.sweep import plan_sweep, plan_trials, run_sweep, trial_state
 
 # Plain SGD for one epoch leaves the fabricated data unsolved, so the trials' accuracies differ.
 HARD = ["train.epochs=1", "optimizer.name=sgd", "optimizer.momentum=0"]
@@ -22,13 +23,15 @@ HARD = ["train.epochs=1", "optimizer.name=sgd", "optimizer.momentum=0"]
 
 def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them(tiny_config, tmp_path, capsys):
     def sweep_once():
-        return run_sweep(tiny_config, ["optimizer.lr=0.001,0.005", "model.width=16,32"], HARD, Path("sweep"), jobs=2)
+        return run_sweep(tiny_config, ["optimizer.lr=0.001,0.005", "model.width=16,32"], sets=HARD,
+                         sweep_dir=Path("sweep"), jobs=2)
 
     assert sweep_once() == 0
     out = capsys.readouterr().out
     names = {"lr=0.001,width=16", "lr=0.001,width=32", "lr=0.005,width=16", "lr=0.005,width=32"}
     sweep = tmp_path / "sweep"
     assert {p.name for p in sweep.iterdir() if p.is_dir()} == names
+    assert (sweep / "optuna-journal.log").is_file()  # the study, next to its trials
     metrics = {name: json.loads((sweep / name / "metrics.json").read_text()) for name in names}
     assert all(m["status"] == "finished" for m in metrics.values())
     assert all((sweep / name / "checkpoint.pth").is_file() for name in names)
@@ -36,12 +39,13 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     with open(sweep / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["trial"] for r in rows} == names
-    assert list(rows[0]) == ["trial", "optimizer.lr", "model.width", "status", "best_val_acc",
-                             "test_acc", "train_time_s"]
+    assert list(rows[0]) == ["trial", "optimizer.lr", "model.width", "status", "epochs_done", "best_val_acc",
+                             "test_acc", "train_time_s", "host"]
     for row in rows:
         m = metrics[row["trial"]]
         assert float(row["best_val_acc"]) == m["best"]["val_accuracy"]
         assert float(row["test_acc"]) == m["test"]["accuracy"]
+        assert (row["status"], row["epochs_done"]) == ("finished", "1")
         config = yaml.safe_load((sweep / row["trial"] / "config.yaml").read_text())
         assert (config["optimizer"]["lr"], config["model"]["width"]) == (float(row["optimizer.lr"]),
                                                                           int(row["model.width"]))
@@ -56,7 +60,7 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     runs = json.loads(listed.stdout)
     assert {r["run"] for r in runs} == names and [r["best_val_acc"] for r in runs] == val
     assert {(r["lr"], r["width"]) for r in runs} == {(0.001, 16), (0.001, 32), (0.005, 16), (0.005, 32)}
-    assert set(list(rows[0])[3:]) <= set(runs[0])  # the leaderboard's columns are named as in `mlp runs --json`
+    assert set(list(rows[0])[3:-1]) <= set(runs[0])  # the leaderboard's columns are named as in `mlp runs --json`
     table = format_runs(list_runs(sweep))
     assert all(name in table for name in names) and "best val acc" in table
 
@@ -66,9 +70,10 @@ def test_two_by_two_sweep_leaves_four_runs_and_a_leaderboard_and_runs_lists_them
     assert stamps == {name: (sweep / name / "checkpoint.pth").stat().st_mtime_ns for name in names}
 
 
-def test_a_failing_trial_is_reported_the_rest_go_on_and_a_stopped_trial_resumes(tiny_config, tmp_path, capsys):
+def test_a_failing_trial_is_reported_the_rest_go_on_and_nothing_is_trained_again(tiny_config, tmp_path, capsys):
     def sweep(*values):
-        return run_sweep(tiny_config, [f"data.val_size={','.join(values)}"], ["train.epochs=1"], Path("sweep"), jobs=1)
+        return run_sweep(tiny_config, [f"data.val_size={','.join(values)}"], sets=["train.epochs=1"],
+                         sweep_dir=Path("sweep"))
 
     assert sweep("5000", "100") == 1
     done = capsys.readouterr()
@@ -80,14 +85,11 @@ def test_a_failing_trial_is_reported_the_rest_go_on_and_a_stopped_trial_resumes(
         rows = list(csv.DictReader(f))
     assert [(r["trial"], r["status"]) for r in rows] == [("val_size=100", "finished"), ("val_size=5000", "failed")]
 
-    # as if the sweep had been stopped during the trial's last epoch: it resumes from last.pth
-    metrics = json.loads((trial / "metrics.json").read_text())
-    (trial / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
-    assert sweep("100") == 0
-    assert "resuming val_size=100" in capsys.readouterr().out
-    assert json.loads((trial / "metrics.json").read_text())["status"] == "finished"
-    log = (trial / "train.log").read_text()
-    assert log.count("$ mlp train") == 2 and "$ mlp train --no-progress --resume sweep/val_size=100" in log
+    # the study remembers both: the same sweep again trains nothing and still reports the failure
+    assert sweep("5000", "100") == 1
+    again = capsys.readouterr()
+    assert "1 finished, 1 failed before, skipped" in again.out and "training" not in again.out
+    assert (trial / "train.log").read_text().count("$ mlp train") == 1
 
 
 def test_an_invalid_grid_value_stops_the_sweep_before_any_trial(tiny_config, tmp_path):
@@ -114,9 +116,10 @@ def test_grid_syntax_errors(items, message):
 def test_grid_values_may_be_lists_and_mappings_and_names_stay_apart(tiny_config, tmp_path):
     grid = parse_grid(["model.width=[64, 32],16", "model.activation=relu,{name: leaky_relu, negative_slope: 0.2}",
                        "optimizer.name=adam,sgd", "scheduler.name=none,cosine"])
-    assert grid["model.width"] == ["[64, 32]", "16"]
-    assert grid["model.activation"] == ["relu", "{name: leaky_relu, negative_slope: 0.2}"]
-    trials = plan_trials(tiny_config, grid, [], tmp_path / "sweep")
+    choices = {p.key: p.choices for p in grid.params}
+    assert choices["model.width"] == ["[64, 32]", "16"]
+    assert choices["model.activation"] == ["relu", "{name: leaky_relu, negative_slope: 0.2}"]
+    trials = plan_trials(plan_sweep(tiny_config, grid, None, [], tmp_path / "sweep"))
     assert len(trials) == 16
     names = {t.name for t in trials}
     assert "width=64_32,activation=name_leaky_relu_negative_slope_0.2,optimizer.name=sgd,scheduler.name=cosine" in names
@@ -128,18 +131,19 @@ def test_a_trial_folder_holding_another_config_is_refused(tiny_config, tmp_path)
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text("name: other\n")
     with pytest.raises(UserError, match="holds a run with a different config"):
-        run_sweep(tiny_config, ["model.width=16,32"], [], tmp_path / "sweep", jobs=1)
+        run_sweep(tiny_config, ["model.width=16,32"], sweep_dir=tmp_path / "sweep")
     # refused before any trial ran: the first trial's folder was not even made
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["width=32"]
 
 
 def test_a_key_in_both_set_and_grid_is_refused(tiny_config, tmp_path):
     with pytest.raises(UserError, match="model.width is both in --set and in --grid"):
-        plan_trials(tiny_config, parse_grid(["model.width=16,32"]), ["model.width=8"], tmp_path)
+        plan_sweep(tiny_config, parse_grid(["model.width=16,32"]), None, ["model.width=8"], tmp_path)
 
 
-def test_a_diverged_trial_is_done_not_resumed(tiny_config, tmp_path, capsys):
-    [trial] = plan_trials(tiny_config, parse_grid(["model.width=16"]), [], Path("sweep"))
+def test_a_diverged_trial_found_in_its_folder_is_recorded_not_resumed(tiny_config, tmp_path, capsys):
+    # as if its worker had trained it and died before telling the study
+    [trial] = plan_trials(plan_sweep(tiny_config, parse_grid(["model.width=16"]), None, [], Path("sweep")))
     trial.run_dir.mkdir(parents=True)
     (trial.run_dir / "config.yaml").write_text(trial.config_yaml)
     (trial.run_dir / "last.pth").write_bytes(b"")  # never read: the trial is not resumed
@@ -147,9 +151,10 @@ def test_a_diverged_trial_is_done_not_resumed(tiny_config, tmp_path, capsys):
     (trial.run_dir / "metrics.json").write_text(json.dumps({"status": "diverged", "epochs": epochs,
                                                             "best": {"epoch": 1, "val_accuracy": 0.25}}))
     assert trial_state(trial) == "diverged"
-    assert run_sweep(tiny_config, ["model.width=16"], [], Path("sweep"), jobs=1) == 1
+    assert run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("sweep")) == 1
     out = capsys.readouterr().out
-    assert "1 diverged before, skipped" in out and "resuming" not in out and "training" not in out
+    assert "width=16: diverged in sweep/width=16 already, recorded" in out
+    assert "resuming" not in out and "training" not in out
     assert not (trial.run_dir / "train.log").exists()
     with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
         [row] = list(csv.DictReader(f))
@@ -167,7 +172,7 @@ def test_a_sweep_dir_that_is_a_file_or_cannot_be_made_is_a_user_error(tiny_confi
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(UserError, match="--sweep-dir locked/sweep: cannot make the folder: Permission denied"):
-        run_sweep(tiny_config, ["model.width=16"], [], Path("locked/sweep"), jobs=1)
+        run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("locked/sweep"))
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
@@ -175,6 +180,6 @@ def test_an_unwritable_sweep_dir_is_a_user_error(tiny_config, tmp_path):
     (tmp_path / "sweep").mkdir(mode=0o500)
     try:
         with pytest.raises(UserError, match="--sweep-dir sweep is not writable"):
-            run_sweep(tiny_config, ["model.width=16"], [], Path("sweep"), jobs=1)
+            run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("sweep"))
     finally:
         (tmp_path / "sweep").chmod(0o700)

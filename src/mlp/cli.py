@@ -18,7 +18,7 @@ from enum import Enum
 
 import typer
 
-from mlp.errors import Interrupted, UserError
+from mlp.errors import Interrupted, Pruned, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -42,6 +42,9 @@ def command(fn):
             else:  # under torchrun every process meets it: rank 0 says it, and the others give it a
                 time.sleep(1)  # moment to, since torchrun stops every process once the first has exited
             raise typer.Exit(2) from None
+        except Pruned as e:  # a sweep's trial that its study stopped: a normal end, metrics.json says so
+            print(f"{e}; metrics.json says pruned", file=sys.stderr)
+            return None
         except Interrupted as e:
             print(f"stopped by {e.signal_name}; last.pth is saved. Resume with:  mlp train --resume {e.run_dir}",
                   file=sys.stderr)
@@ -85,9 +88,15 @@ def train(
         else:
             typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return
+    on_epoch = None
+    if os.environ.get("MLP_STUDY_TRIAL"):  # started by `mlp sweep`: report each epoch to its study
+        from mlp.study import TRIAL_ENV, epoch_reporter
+
+        on_epoch = epoch_reporter(os.environ[TRIAL_ENV])
     from mlp.train import train_from_files
 
-    train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                     on_epoch=on_epoch)
 
 
 @command
@@ -152,23 +161,53 @@ def activations(
     typer.echo(f"TensorBoard: tensorboard --logdir {log_dir}")
 
 
+class PrunerName(str, Enum):
+    none = "none"
+    median = "median"
+    halving = "halving"
+
+
+class SamplerName(str, Enum):
+    tpe = "tpe"
+    random = "random"
+
+
 @command
 def sweep(
     config: Path = typer.Option(..., "--config", "-c", help="The YAML config every trial starts from."),
-    grid: List[str] = typer.Option(..., "--grid", "-g",
+    grid: List[str] = typer.Option([], "--grid", "-g",
                                    help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
+    search: Optional[Path] = typer.Option(None, "--search", help="Search instead: a YAML file of ranges and choices "
+                                          "per config key (see docs/scaling.md)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                         help="How many trials a --search runs in all, over all its workers."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every trial (repeatable)."),
     sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir",
                                              help="Folder for the trials and leaderboard (default: runs/<config name>-sweep)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials to train at the same time."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials this process trains at the same time."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Where the study lives, shared by every worker "
+                                          "given the same one: a database URL (postgresql://user@host/db) or a "
+                                          "journal file (default: SWEEP_DIR/optuna-journal.log)."),
+    study: Optional[str] = typer.Option(None, "--study", help="The study's name in the storage "
+                                        "(default: the sweep folder's name)."),
+    pruner: Optional[PrunerName] = typer.Option(None, "--pruner", help="Stop trials whose validation accuracy lags: "
+                                                "none, median or halving (default: median for --search, none for --grid)."),
+    sampler: Optional[SamplerName] = typer.Option(None, "--sampler", help="How --search picks values: tpe "
+                                                  "(default, learns from finished trials) or random."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed the --search sampler (repeatable with one worker)."),
+    leaderboard_only: bool = typer.Option(False, "--leaderboard-only", help="Print the study's leaderboard "
+                                          "(every worker's trials) and exit; trains nothing."),
 ) -> None:
-    """Train every combination of --grid values; each is a run in the sweep folder; ends with a leaderboard.
+    """Train every combination of --grid values, or --trials picked from a --search space, as one
+    Optuna study; each trial is a run in the sweep folder; ends with a leaderboard.
 
-    Running the same sweep again skips finished trials and resumes interrupted ones.
+    Several processes started with the same command and --storage share the study. Running the
+    same command again skips finished trials and resumes interrupted ones.
     """
     from mlp.sweep import run_sweep
 
-    code = run_sweep(config, grid, set_, sweep_dir, jobs)
+    code = run_sweep(config, grid, search, trials, set_, sweep_dir, jobs, storage, study,
+                     pruner.value if pruner else None, sampler.value if sampler else None, seed, leaderboard_only)
     if code:
         raise typer.Exit(code)
 

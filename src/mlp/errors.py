@@ -34,6 +34,17 @@ class Interrupted(RunEnded):
         super().__init__(f"interrupted by {self.signal_name}")
 
 
+class Pruned(RunEnded):
+    """A study stopped this trial after an epoch (its validation accuracy lagged); ``last.pth`` and
+    ``checkpoint.pth`` hold that epoch.  Raised by a ``fit(on_epoch=...)`` hook."""
+
+    status = "pruned"
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"pruned by the study after epoch {epoch}")
+
+
 class Diverged(RunEnded, UserError):
     """The loss became NaN or infinite; the files of the last finished epoch stay."""
 

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from mlp.signals import StopRequest
 from mlp.state import EpochMetrics, EpochTotals, RandomStreams, TrainingState, stack, upgrade_resume_section
 from mlp.tensorboard import RunLogger
 
+EpochHook = Callable[[int, dict[str, Any]], None]
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
@@ -58,12 +59,14 @@ class Resume:
 
 
 def fit(start: Config | Resume, run_dir: Path | None = None, *, overwrite: bool = False,
-        runs_root: Path = Path("runs"), progress: bool = True) -> Path:
+        runs_root: Path = Path("runs"), progress: bool = True, on_epoch: EpochHook | None = None) -> Path:
     """Train a config from scratch (into ``run_dir``, or a new folder under ``runs_root``), or
-    continue a run from ``resume_target``; returns the run's folder."""
+    continue a run from ``resume_target``; returns the run's folder.  ``on_epoch(epoch, record)``
+    is called after each epoch's files are written (a study reports to itself there, and may
+    raise ``Pruned``)."""
     resume = start if isinstance(start, Resume) else None
     cfg = resume.config if resume else start
-    trainer = Trainer(cfg, progress)
+    trainer = Trainer(cfg, progress, on_epoch)
     folder = resume.folder if resume else open_run_folder(cfg, run_dir, overwrite, runs_root)
     with folder:
         if resume:
@@ -90,8 +93,8 @@ class Trainer:
     """The parts of one run and its epochs.  Under DDP every rank has one; rank 0 (``is_main``)
     alone writes files, logs and prints."""
 
-    def __init__(self, cfg: Config, progress: bool = True):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, progress: bool = True, on_epoch: EpochHook | None = None):
+        self.cfg, self.on_epoch = cfg, on_epoch
         self.rank, self.world_size = distributed.rank_and_world_size()
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
@@ -199,7 +202,9 @@ class Trainer:
             if self.is_main:
                 folder.save(last=self.checkpoint("last"))
             raise Interrupted(stop.signum, folder.path)
-        self.end_epoch(totals, folder)
+        record = self.end_epoch(totals, folder)
+        if self.on_epoch is not None and self.is_main:
+            self.on_epoch(self.state.epoch, record)
         if stop.signum is not None and self.state.epoch < self.cfg.train.epochs:
             raise Interrupted(stop.signum, folder.path)
 
@@ -283,7 +288,7 @@ class Trainer:
             s.pending = list(window.unbind())
         check_finite(window, s.step - len(s.pending) + 1)
 
-    def end_epoch(self, totals: EpochTotals, folder: RunFolder) -> None:
+    def end_epoch(self, totals: EpochTotals, folder: RunFolder) -> dict[str, Any]:
         """Validate, record the epoch, write its files (all or none) and print its line."""
         s, data = self.state, self.data
         record = {"epoch": s.epoch + 1, "step": s.step, "train_loss": totals.loss_sum / totals.seen,
@@ -304,6 +309,7 @@ class Trainer:
                             best=self.checkpoint("best", metrics=record) if improved else None,
                             metrics=metrics_record("running", s.history, s.best))
             print(epoch_line(record, self.cfg.train.epochs, improved and data.val is not None), flush=True)
+        return record
 
     def checkpoint(self, kind: str, **extra) -> dict[str, Any]:
         """What checkpoint.pth (``best``) or last.pth (``last``, with the resume section) holds now."""
@@ -434,10 +440,11 @@ def _changed_on_resume(saved: Config, overrides: list[str], file: Path, epochs_d
 
 
 def train_from_files(config: Path | None, overrides: list[str], run_dir: Path | None = None,
-                     resume: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                     resume: Path | None = None, overwrite: bool = False, progress: bool = True,
+                     on_epoch: EpochHook | None = None) -> Path:
     """What ``mlp train`` does: resolve the config (or the run to resume) and fit,
     data-parallel across the processes when torchrun launched several."""
     start = resume_target(resume, overrides) if resume is not None else load_config(config, overrides)
     cfg = start.config if isinstance(start, Resume) else start
     with distributed.process_group(cfg.train.device):
-        return fit(start, run_dir, overwrite=overwrite, progress=progress)
+        return fit(start, run_dir, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
