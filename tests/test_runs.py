@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_mlp
 from mlp.errors import UserError
-from mlp.runs import format_runs, list_runs
+from mlp.runs import COLUMNS, format_runs, list_runs
 
 
 def _run(folder, width, lr, val, test, status="finished", activation="relu"):
@@ -90,3 +90,16 @@ def test_folders_whose_sections_are_not_mappings_are_skipped(runs):
     shown = run_mlp("runs")
     assert shown.returncode == 0, shown.stderr
     assert [line.split()[0] for line in shown.stdout.splitlines()[2:]] == ["a", "b", "c", "sweep/width=64"]
+
+
+def test_sort_accepts_the_titles_the_header_shows(runs):
+    header = format_runs(list_runs(runs)).splitlines()[0]
+    for key, title in COLUMNS.items():
+        assert title in header
+        assert list_runs(runs, title) == list_runs(runs, key), title
+    assert [r["run"] for r in list_runs(runs, "Test Acc")] == ["a", "sweep/width=64", "b", "c"]
+    assert [r["run"] for r in list_runs(runs, "best-val-acc")] == ["b", "a", "sweep/width=64", "c"]
+    with pytest.raises(UserError, match="choose one of the header's titles: run, .*'test acc'"):
+        list_runs(runs, "colour")
+    shown = run_mlp("runs", "--sort", "test acc")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[2].startswith("a ")

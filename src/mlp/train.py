@@ -403,6 +403,8 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                 write_metrics("running")
                 if is_main:
                     print(_summary(record, cfg.train.epochs, improved and data.val is not None), flush=True)
+                    if improved and data.val is not None and not history[:-1]:  # the first epoch's star
+                        print("(* = best validation accuracy so far, saved to checkpoint.pth)", flush=True)
                 if stop.signum is not None and epoch < cfg.train.epochs:
                     raise interrupted()
 
