@@ -115,9 +115,7 @@ def confusion_matrix_figure(confusion: list[list[int]], classes: list[str], titl
 def _cmap(name: str):
     from matplotlib import colormaps
 
-    cmap = colormaps[name].copy()
-    cmap.set_bad("white")  # masked (empty) cells
-    return cmap
+    return colormaps[name].with_extremes(bad="white")  # masked (empty) cells are white
 
 
 def _percent_formatter():
