@@ -32,6 +32,7 @@ from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Interrupted, UserError
 from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
+from mlp.novelty import input_profile
 from mlp.tensorboard import RunLogger
 
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
@@ -257,11 +258,13 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
     diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger, enabled=is_main)
 
+    profile = input_profile(data.train.images) if is_main else None  # mlp predict's novelty check
+
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
                 "model_state": model.state_dict(), "classes": data.classes,
                 "input_shape": list(data.input_shape),
-                "normalization": {"mean": data.mean, "std": data.std},
+                "normalization": {"mean": data.mean, "std": data.std}, "input_profile": profile,
                 "epoch": epoch, "step": step, "parameters": n_params}
 
     def save_last(epoch_start_rng: torch.Tensor, loss_sum, correct, seen, elapsed) -> None:
