@@ -354,7 +354,7 @@ def _run_app() -> int:
     except ImportError:  # pragma: no cover - older typer on top of click
         from click.exceptions import ClickException, UsageError
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="mlp", standalone_mode=False)  # "mlp" in usage lines and completion, also for python -m mlp
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # a bare `mlp`: the help, as click shows it
             e.show()
