@@ -133,6 +133,28 @@ def test_a_dark_digit_on_a_light_background_is_inverted_and_says_so(digits):
     assert shown[-1] == "  note: inverted: its background is light and the training images' is dark"
 
 
+def test_a_photographed_page_is_inverted_and_levelled(digits):
+    """Grey paper under uneven light with dark ink, as a phone takes it: once inverted, the
+    paper is dark grey, not black, until the levels are stretched."""
+    checkpoint, images, labels, _ = digits
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(5):
+        ink = np.asarray(Image.fromarray(images[k]).resize((280, 280), Image.BICUBIC)) / 255.0
+        paper = 0.75 + 0.1 * np.linspace(0, 1, 280)[None, :] + rng.normal(0, 0.02, (280, 280))
+        page = np.clip((paper * (1 - ink) + 0.1 * ink) * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(page).convert("RGB").save(f"page{k}.jpg", quality=85)
+        files.append(f"page{k}.jpg")
+    predictions, _ = predict_files(checkpoint, files, top_k=1)
+    assert [p["index"] for p in predictions] == labels[:5]
+    assert all(p["inverted"] and 40 <= p["background_level"] <= 80 and not p["unusual"] for p in predictions)
+    assert predictions[0]["notes"][1].startswith("levels stretched: its background (grey ")
+    # as trained (black background) an image is left exactly as it is
+    Image.fromarray(images[0]).save("as_trained.png")
+    (plain,), _ = predict_files(checkpoint, ["as_trained.png"], top_k=1)
+    assert plain["background_level"] is None and plain["notes"] == []
+
+
 def test_a_16_bit_image_is_scaled_not_clipped(digits):
     checkpoint, images, labels, _ = digits
     Image.fromarray(images[2]).save("eight_bit.png")

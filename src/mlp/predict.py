@@ -11,7 +11,9 @@ Each image is turned into what the model was trained on:
    on a dark background, while ink on paper is dark on light.  The training images' polarity
    is read from their mean brightness (stored in the checkpoint: MNIST's is 0.13, mostly black
    background); the image's from the median of its border, which is its background;
-5. normalised with the training mean and standard deviation.
+5. levelled: a background that is grey rather than black (photographed paper) is made black
+   and the brightest ink white, as MNIST's digits are;
+6. normalised with the training mean and standard deviation.
 
 The model then answers, and an image unlike every training image is flagged (``novelty``
 above 1, see mlp.novelty): the model answers for any input, often with near-certainty, so
@@ -37,6 +39,7 @@ UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBom
 # A training set whose mean brightness is below DARK (above LIGHT) has a dark (light) background;
 # between the two (natural photos, CIFAR's 0.47) it has none and no image is inverted.
 DARK, LIGHT = 0.35, 0.65
+LEVEL_TOLERANCE = 8  # a background within this many grey levels of the training one is left alone
 
 
 def read_image(path: Path, input_shape: list[int]) -> torch.Tensor:
@@ -78,18 +81,39 @@ def training_background(mean: list[float]) -> str | None:
     return "dark" if brightness < DARK else "light" if brightness > LIGHT else None
 
 
+def _border(pixels: torch.Tensor) -> torch.Tensor:
+    """The outer ring of a (C, H, W) image, 2 pixels wide for 28×28: most of it is background."""
+    ring = max(1, min(pixels.shape[-2:]) // 14)
+    return torch.cat([pixels[..., :ring, :].flatten(), pixels[..., -ring:, :].flatten(),
+                      pixels[..., :, :ring].flatten(), pixels[..., :, -ring:].flatten()]).float()
+
+
 def match_polarity(pixels: torch.Tensor, background: str | None) -> tuple[torch.Tensor, bool]:
     """The uint8 image inverted when its background (its border's median) is on the other side of
     mid-grey from the training images' background; and whether it was."""
     if background is None:
         return pixels, False
-    ring = max(1, min(pixels.shape[-2:]) // 14)  # 2 pixels for 28×28
-    border = torch.cat([pixels[..., :ring, :].flatten(), pixels[..., -ring:, :].flatten(),
-                        pixels[..., :, :ring].flatten(), pixels[..., :, -ring:].flatten()])
-    light = float(border.float().median()) > 127.5
+    light = float(_border(pixels).median()) > 127.5
     if light == (background == "light"):
         return pixels, False
     return 255 - pixels, True
+
+
+def level_background(pixels: torch.Tensor, background: str | None) -> tuple[torch.Tensor, int | None]:
+    """Paper in a photo is grey, not white, so once inverted its background is dark grey where the
+    training images' is black (MNIST's border is 0).  Stretch the levels so that the background
+    (the border's median) becomes the training background and the brightest ink full white.
+    Returns the image and the background level it had, or None when it was already within
+    LEVEL_TOLERANCE of the training background (and is left as it is)."""
+    if background is None:
+        return pixels, None
+    dark = pixels if background == "dark" else 255 - pixels
+    level = int(_border(dark).median())
+    top = int(torch.quantile(dark.float().flatten(), 0.995))
+    if level <= LEVEL_TOLERANCE or top - level < 32:  # already black, or nothing to stretch
+        return pixels, None
+    stretched = ((dark.float() - level) * (255.0 / (top - level))).round().clamp(0, 255).to(torch.uint8)
+    return (stretched if background == "dark" else 255 - stretched), (level if background == "dark" else 255 - level)
 
 
 def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str = "cpu",
@@ -101,15 +125,16 @@ def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str =
     model.to(dev).eval()
     classes, norm = ckpt["classes"], ckpt["normalization"]
     background = training_background(norm["mean"])
-    images, inverted, readable, unreadable = [], [], [], []
+    images, adjusted, readable, unreadable = [], [], [], []
     for path in paths:
         try:
             pixels, flipped = match_polarity(read_image(path, ckpt["input_shape"]), background)
         except UNREADABLE as e:
             unreadable.append((path, _reason(e)))
             continue
+        pixels, level = level_background(pixels, background)
         images.append(pixels)
-        inverted.append(flipped)
+        adjusted.append((flipped, level))
         readable.append(path)
     if not images:
         return [], unreadable
@@ -120,20 +145,25 @@ def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str =
     scores = novelty(x, profile).tolist() if profile is not None else [None] * len(images)
     top = probabilities.topk(min(top_k, len(classes)), dim=1)
     predictions = []
-    for path, values, indices, flipped, score in zip(readable, top.values.tolist(), top.indices.tolist(),
-                                                      inverted, scores):
+    for path, values, indices, (flipped, level), score in zip(readable, top.values.tolist(), top.indices.tolist(),
+                                                               adjusted, scores):
         ranked = [{"label": classes[i], "index": i, "probability": p} for p, i in zip(values, indices)]
         unusual = None if score is None else score > 1.0
         predictions.append({"image": str(path), **ranked[0], "top_k": ranked, "inverted": flipped,
-                            "novelty": score, "unusual": unusual, "notes": _notes(flipped, unusual, score, background)})
+                            "background_level": level, "novelty": score, "unusual": unusual,
+                            "notes": _notes(flipped, level, unusual, score, background)})
     return predictions, unreadable
 
 
-def _notes(inverted: bool, unusual: bool | None, score: float | None, background: str | None) -> list[str]:
+def _notes(inverted: bool, level: int | None, unusual: bool | None, score: float | None,
+           background: str | None) -> list[str]:
     notes = []
     if inverted:
         other = "light" if background == "dark" else "dark"
         notes.append(f"inverted: its background is {other} and the training images' is {background}")
+    if level is not None:
+        target = "black" if background == "dark" else "white"
+        notes.append(f"levels stretched: its background (grey {level} of 255) made {target}, as in training")
     if unusual:
         notes.append(f"unlike the training images (novelty {score:.1f}; 99.9% of them are below 1): "
                      "this answer is a guess")
