@@ -297,8 +297,9 @@ def predict(
     """Classify image files with a trained model.
 
     Prints the top-k labels with their probabilities. A dark digit on a light background
-    (a scan or photo of ink on paper) is inverted to the training images' polarity, and an
-    image unlike the training images is flagged: the model's answer on it is a guess.
+    (a scan or photo of ink on paper) is inverted to the training images' polarity, a grey
+    paper background made black, and an image unlike the training images is flagged: the
+    model's answer on it is a guess.
     An image that cannot be read is named on stderr; the others are still classified (exit
     code 2).
 
