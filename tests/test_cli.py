@@ -1,10 +1,12 @@
 """The command line as a user meets it: help, exit codes, one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
 from conftest import run_mlp
+from mlp import __version__
 
 
 def test_help_and_module_entry_point():
@@ -36,3 +38,45 @@ def test_a_user_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "x.pth").write_text("not a checkpoint")
     done = run_mlp("eval", tmp_path / "x.pth")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+COMMANDS = ["train", "eval", "activations", "sweep", "runs", "predict"]
+
+
+def test_help_follows_the_conventions():
+    top = run_mlp("-h")
+    assert top.returncode == 0 and top.stdout == run_mlp("--help").stdout
+    for flag in ("--version", "--install-completion", "--show-completion", "-h, --help"):
+        assert flag in top.stdout
+    listed = top.stdout[top.stdout.index("Commands:"):].splitlines()[1:]
+    assert [line.split()[0] for line in listed if line.strip()][:len(COMMANDS)] == COMMANDS
+    assert not [line for line in listed if line.rstrip().endswith("...")]  # no description cut short
+    version = run_mlp("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"mlp {__version__}"
+    for name in COMMANDS:
+        shown = run_mlp(name, "-h")
+        assert shown.returncode == 0, name
+        assert shown.stdout.startswith(f"Usage: mlp {name} [OPTIONS]"), name
+        assert "Example" in shown.stdout and f"\n    mlp {name} " in shown.stdout, name
+        assert not re.search(r"<[a-z]+\[|[{}]|<path>|<str>|<int", shown.stdout), (name, shown.stdout)
+    assert "--print-config" in run_mlp("train", "-h").stdout.split("Options:")[0]  # in the description
+    assert "Usage: mlp predict [OPTIONS] CHECKPOINT IMAGE..." in run_mlp("predict", "-h").stdout
+
+
+def test_a_usage_mistake_is_one_line():
+    for args, message in [(["bogus"], "error: No such command 'bogus'. (see 'mlp -h')"),
+                          (["tran"], "Did you mean 'train'?"),
+                          (["train", "--sett", "x"], "No such option: --sett (Possible options: --set) (see 'mlp train -h')"),
+                          (["eval"], "Missing argument 'CHECKPOINT'"),
+                          (["predict", "-k", "0", "a.pth", "b.png"], "'--top-k'")]:
+        done = run_mlp(*args)
+        assert done.returncode == 2 and done.stdout == "", args
+        assert len(done.stderr.splitlines()) == 1 and message in done.stderr, (args, done.stderr)
+
+
+def test_shell_completion_completes_commands_and_options():
+    script = run_mlp("--show-completion", "bash")
+    assert script.returncode == 0 and "_MLP_COMPLETE=complete_bash" in script.stdout
+    for words, cword, expected in [("mlp tr", "1", "train"), ("mlp train --pr", "2", "--print-config")]:
+        done = run_mlp(env={"_MLP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
+        assert expected in done.stdout.split(), (words, done.stdout)

@@ -271,7 +271,8 @@ def test_activations_command_draws_every_activation(tmp_path):
     done = CliRunner().invoke(app, ["activations", "--out", "figures", "--dataset", "mnist", "--log-dir", "tb"])
     assert done.exit_code == 0, done.stderr
     pngs = {p.name for p in (tmp_path / "figures").iterdir()}
-    assert pngs == {f"{name}.png" for name in ACTIVATIONS} | {"overview.png"}
+    assert pngs == {f"{name}.png" for name in ACTIVATIONS} | {f"before_after_{name}.png" for name in ACTIVATIONS} \
+        | {"overview.png", "before_after.png"}
     assert all((tmp_path / "figures" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     images = set(_events(tmp_path / "tb").Tags()["images"])
     assert images == {f"activations/{n}" for n in [*ACTIVATIONS, "overview"]} | {f"pixels/{n}" for n in ACTIVATIONS}

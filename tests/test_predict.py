@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_mlp
+from conftest import run_mlp, write_config
 from mlp.checkpoint import load_checkpoint, rebuild_model
 from mlp.config import load_config
 from mlp.data import load_eval_split, read_split, resolve_root
@@ -79,3 +79,121 @@ def test_grey_images_become_rgb_for_a_colour_model():
     Image.fromarray(np.full((10, 20), 200, dtype=np.uint8)).save("grey.png")
     pixels = read_image("grey.png", [3, 32, 32])
     assert pixels.shape == (3, 32, 32) and pixels.dtype == torch.uint8 and int(pixels[2, 5, 5]) == 200
+
+
+def _write_digits(root, n_train=2000, n_test=200):
+    """MNIST files whose images look like MNIST's: a bright pattern per class in the middle of a
+    black 28×28 field (the border always black), shifted by up to 2 pixels."""
+    from fakedata import _idx
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    shapes = np.random.default_rng(7).random((10, 5, 5)) > 0.5
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 10, n)
+        images = np.zeros((n, 28, 28))
+        for k, (label, (dy, dx)) in enumerate(zip(labels, rng.integers(-2, 3, (n, 2)))):
+            images[k, 4 + dy:24 + dy, 4 + dx:24 + dx] = shapes[label].repeat(4, 0).repeat(4, 1) * 220
+        images = np.clip(images + rng.normal(0, 15, images.shape) * (images > 0), 0, 255)
+        _idx(raw / f"{prefix}-images-idx3-ubyte", images.astype(np.uint8))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A model trained on light-on-dark 'digits', and test images it gets right (trained once)."""
+    root = tmp_path_factory.mktemp("digits")
+    _write_digits(root / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLP_DATA_ROOT", str(root / "data"))
+        cfg = load_config(write_config(root / "tiny.yaml"), ["train.epochs=3"])
+        run = fit(cfg, root / "run", progress=False)
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.95
+    images, labels, classes = read_split("mnist", root / "data", train=False)
+    return run / "checkpoint.pth", images[:, 0].numpy(), labels.tolist(), classes
+
+
+def test_a_dark_digit_on_a_light_background_is_inverted_and_says_so(digits):
+    checkpoint, images, labels, classes = digits
+    Image.fromarray(images[0]).save("as_trained.png")
+    Image.fromarray(255 - images[0]).resize((140, 140)).save("ink_on_paper.png")
+    # a drawing app's export: dark strokes where alpha is set, nothing elsewhere
+    strokes = np.zeros((28, 28, 4), dtype=np.uint8)
+    strokes[..., 3] = images[1]
+    Image.fromarray(strokes, mode="RGBA").save("transparent.png")
+    done = run_mlp("predict", checkpoint, "as_trained.png", "ink_on_paper.png", "transparent.png", "--json")
+    assert done.returncode == 0, done.stderr
+    plain, inverted, transparent = json.loads(done.stdout)
+    assert plain["index"] == inverted["index"] == labels[0] and transparent["index"] == labels[1]
+    assert (plain["inverted"], inverted["inverted"], transparent["inverted"]) == (False, True, True)
+    assert inverted["probability"] == pytest.approx(plain["probability"], abs=0.02)
+    assert not inverted["unusual"] and not plain["unusual"]
+    shown = run_mlp("predict", checkpoint, "ink_on_paper.png").stdout.splitlines()
+    assert shown[-1] == "  note: inverted: its background is light and the training images' is dark"
+
+
+def test_a_photographed_page_is_inverted_and_levelled(digits):
+    """Grey paper under uneven light with dark ink, as a phone takes it: once inverted, the
+    paper is dark grey, not black, until the levels are stretched."""
+    checkpoint, images, labels, _ = digits
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(5):
+        ink = np.asarray(Image.fromarray(images[k]).resize((280, 280), Image.BICUBIC)) / 255.0
+        paper = 0.75 + 0.1 * np.linspace(0, 1, 280)[None, :] + rng.normal(0, 0.02, (280, 280))
+        page = np.clip((paper * (1 - ink) + 0.1 * ink) * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(page).convert("RGB").save(f"page{k}.jpg", quality=85)
+        files.append(f"page{k}.jpg")
+    predictions, _ = predict_files(checkpoint, files, top_k=1)
+    assert [p["index"] for p in predictions] == labels[:5]
+    assert all(p["inverted"] and 40 <= p["background_level"] <= 80 and not p["unusual"] for p in predictions)
+    assert predictions[0]["notes"][1].startswith("levels stretched: its background (grey ")
+    # as trained (black background) an image is left exactly as it is
+    Image.fromarray(images[0]).save("as_trained.png")
+    (plain,), _ = predict_files(checkpoint, ["as_trained.png"], top_k=1)
+    assert plain["background_level"] is None and plain["notes"] == []
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(digits):
+    checkpoint, images, labels, _ = digits
+    Image.fromarray(images[2]).save("eight_bit.png")
+    Image.fromarray(images[2].astype(np.uint16) * 257).save("sixteen_bit.png")  # the same picture, 0..65535
+    with Image.open("sixteen_bit.png") as png:
+        assert png.mode.startswith("I")
+    assert torch.equal(read_image("sixteen_bit.png", [1, 28, 28]), read_image("eight_bit.png", [1, 28, 28]))
+    (eight, sixteen), _ = predict_files(checkpoint, ["eight_bit.png", "sixteen_bit.png"], top_k=3)
+    assert sixteen["index"] == labels[2] and sixteen["top_k"] == eight["top_k"]
+
+
+def test_an_input_unlike_the_training_images_is_flagged(digits):
+    checkpoint, images, labels, _ = digits
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save("noise.png")
+    Image.fromarray(np.roll(images[3], (9, 9), axis=(0, 1))).save("off_centre.png")  # ink on the border
+    for k in range(20):
+        Image.fromarray(images[k]).save(f"digit{k}.png")
+    files = ["noise.png", "off_centre.png", *[f"digit{k}.png" for k in range(20)]]
+    predictions, _ = predict_files(checkpoint, files, top_k=1)
+    assert [p["unusual"] for p in predictions] == [True, True] + [False] * 20
+    assert predictions[0]["novelty"] > 3 and all(p["novelty"] < 1 for p in predictions[2:])
+    shown = run_mlp("predict", checkpoint, "noise.png").stdout.splitlines()
+    assert shown[-1].startswith("  note: unlike the training images (novelty ") and "a guess" in shown[-1]
+
+
+def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
+    from mlp.checkpoint import save_checkpoint
+
+    checkpoint, images, labels, _ = digits
+    old = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "input_profile"}
+    save_checkpoint(tmp_path / "old.pth", old)
+    Image.fromarray(images[0]).save("digit.png")
+    (prediction,), _ = predict_files(tmp_path / "old.pth", ["digit.png"], top_k=1)
+    assert prediction["index"] == labels[0] and prediction["novelty"] is None and prediction["unusual"] is None
+
+
+def test_polarity_is_read_from_the_training_mean():
+    from mlp.predict import training_background
+
+    assert training_background([0.1307]) == "dark" and training_background([0.49, 0.48, 0.45]) is None
+    assert training_background([0.9]) == "light"

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_mlp
 from mlp.errors import UserError
-from mlp.runs import format_runs, list_runs
+from mlp.runs import COLUMNS, format_runs, list_runs
 
 
 def _run(folder, width, lr, val, test, status="finished", activation="relu"):
@@ -136,3 +136,16 @@ def test_damaged_runs_are_listed_as_unreadable_and_the_others_still_show(runs):
     assert any("key 'width' is given twice" in note for note in notes)
     as_json = json.loads(run_mlp("runs", "--json").stdout)
     assert sum(1 for r in as_json if r["status"] == "unreadable" and r["error"]) == len(damaged)
+
+
+def test_sort_accepts_the_titles_the_header_shows(runs):
+    header = format_runs(list_runs(runs)).splitlines()[0]
+    for key, title in COLUMNS.items():
+        assert title in header
+        assert list_runs(runs, title) == list_runs(runs, key), title
+    assert [r["run"] for r in list_runs(runs, "Test Acc")] == ["a", "sweep/width=64", "b", "c"]
+    assert [r["run"] for r in list_runs(runs, "best-val-acc")] == ["b", "a", "sweep/width=64", "c"]
+    with pytest.raises(UserError, match="choose one of the header's titles: run, .*'test acc'"):
+        list_runs(runs, "colour")
+    shown = run_mlp("runs", "--sort", "test acc")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[2].startswith("a ")

@@ -1,10 +1,11 @@
 """``mlp activations``: every activation and its derivative, as PNGs and in TensorBoard.
 
 With a data set, a batch of its images (normalised as for training) also goes through each
-activation, and the images before and after are logged one above the other.  Both rows are
-drawn on the same intensity scale (the normalised input's range), so what the activation
-does to the values shows: ReLU turns the below-average background to a flat grey, sigmoid
-squeezes everything into a narrow band.
+activation, and the images before and after are drawn one above the other, labelled, as
+``before_after_<name>.png`` (and all activations in ``before_after.png``) and in TensorBoard.
+Every row is drawn on the same intensity scale (the normalised input's range), so what the
+activation does to the values shows: ReLU turns the below-average background to a flat grey,
+sigmoid squeezes everything into a narrow band.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ PIXEL_IMAGES = 8  # images per data set row
 
 
 def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
-    """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png``; log the same to ``log_dir``."""
-    from mlp.plots import (activation_curve, activation_figure, activations_overview_figure, save_png,
-                           to_rgb_array, writable_folder)
+    """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png`` (with a data set, also
+    ``<out>/before_after_<name>.png`` and ``<out>/before_after.png``); log the same to ``log_dir``."""
+    from mlp.plots import activation_curve, activation_figure, activations_overview_figure, to_rgb_array, writable_folder
     from mlp.tensorboard import log_activations
 
     try:
@@ -37,18 +38,48 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
     writable_folder(log_dir, "--log-dir")
 
     x = torch.linspace(*CURVE_RANGE, CURVE_POINTS)
-    curves, figures, pixels = {}, {}, {}
+    curves, figures, after = {}, {}, {}
     for name in chosen:
         module = make_activation(name, width=1)
         y, slope = activation_curve(module, x)
         curves[name] = (x.numpy(), y, slope)
         figures[name] = to_rgb_array(activation_figure(name, x.numpy(), y, slope))
         if images is not None:
-            pixels[name] = _before_and_after(module, images)
+            with torch.no_grad():
+                after[name] = module(images)
     figures["overview"] = to_rgb_array(activations_overview_figure(curves))
-    written = [save_png(image, Path(out) / f"{name}.png") for name, image in figures.items()]
-    log_activations(log_dir, figures, pixels, dataset)
+    pixels = {}
+    if images is not None:
+        figures.update(_before_after_figures(images, after, dataset))
+        pixels = {name: _before_and_after(images, activated) for name, activated in after.items()}
+    written = [_save(image, Path(out) / f"{name}.png") for name, image in figures.items()]
+    log_activations(log_dir, {k: v for k, v in figures.items() if not k.startswith("before_after")}, pixels, dataset)
     return written
+
+
+def _save(image, path: Path) -> Path:
+    from mlp.plots import save_png
+
+    return save_png(image, path)
+
+
+def _before_after_figures(images: torch.Tensor, after: dict[str, torch.Tensor], dataset: str) -> dict:
+    """``before_after_<name>``: the input row above the activated row; ``before_after``: all of them."""
+    from mlp.plots import before_after_figure, to_rgb_array
+
+    low, high = float(images.min()), float(images.max())
+    scale = f"one grey scale for every row: {low:.2f} black, {high:.2f} white"
+    source = f"{dataset} test images, normalised as for training"
+    figures = {}
+    for name, activated in after.items():
+        rows = {"input": images, f"after {name}": activated}
+        figures[f"before_after_{name}"] = to_rgb_array(before_after_figure(
+            rows, low, high, f"{name} applied to each pixel of {source}\n({scale})"))
+    if len(after) > 1:
+        rows = {"input": images, **{name: activated for name, activated in after.items()}}
+        figures["before_after"] = to_rgb_array(before_after_figure(
+            rows, low, high, f"every activation applied to each pixel of {source}\n({scale})"))
+    return figures
 
 
 def _sample_images(dataset: str) -> torch.Tensor:
@@ -64,11 +95,11 @@ def _sample_images(dataset: str) -> torch.Tensor:
     return normalise(images[:PIXEL_IMAGES], mean, std, torch.device("cpu"))
 
 
-@torch.no_grad()
-def _before_and_after(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """One grid: the images (top row) and the activation applied to each pixel (bottom row)."""
+def _before_and_after(images: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
+    """One grid for TensorBoard: the images (top row) and the activation applied to each pixel
+    (bottom row), both mapped from the input's range to [0, 1]."""
     from torchvision.utils import make_grid
 
     low, high = images.min(), images.max()
-    both = torch.cat([images, module(images)])
+    both = torch.cat([images, activated])
     return make_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), nrow=len(images), pad_value=1.0)

@@ -1,7 +1,8 @@
 """Thin Typer commands: parse the arguments, call one function, turn a UserError into exit code 2.
 
 torch, torchvision and tensorboard are imported inside the commands, so ``mlp --help``
-answers at once.
+answers at once.  A usage mistake (an unknown command or option, a bad value) is one line
+on stderr naming the problem and where the help is, with exit code 2, like a UserError.
 """
 
 from __future__ import annotations
@@ -17,20 +18,63 @@ import functools
 from enum import Enum
 
 import typer
+from typer.core import TyperCommand
 
+from mlp import __version__
 from mlp.errors import Interrupted, Pruned, UserError
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help text: rich formatting costs ~0.3 s per call
-    help="Train, evaluate and explain multilayer-perceptron image classifiers.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Train, evaluate and explain multilayer-perceptron image classifiers.\n\n"
+         "Start with: mlp train -c configs/mnist.yaml, then mlp eval runs/<run>/checkpoint.pth; "
+         "mlp COMMAND -h shows a command's options and examples.",
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+class PlainCommand(TyperCommand):
+    """Arguments shown by their metavar alone: ``mlp predict [OPTIONS] CHECKPOINT IMAGE...``,
+    not typer's ``{checkpoint}`` in the usage line and ``<list[Path]>`` in the argument list."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required or name.startswith("[") else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        params = self.get_params(ctx)
+        arguments = [(p.metavar or p.name.upper(), p.help or "") for p in params if p.param_type_name == "argument"]
+        options = [p.get_help_record(ctx) for p in params if p.param_type_name == "option"]
+        for title, rows in (("Arguments", arguments), ("Options", [r for r in options if r])):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 def command(fn):
-    """Register ``fn`` as a command; a UserError becomes one line on stderr and exit code 2."""
+    """Register ``fn`` as a command; a UserError becomes one line on stderr and exit code 2.
+
+    The first line of the docstring is the command's line in ``mlp --help``, so it stays short.
+    """
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
@@ -53,7 +97,7 @@ def command(fn):
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
 
-    return app.command(fn.__name__.rstrip("_"))(run)
+    return app.command(fn.__name__.rstrip("_"), cls=PlainCommand)(run)
 
 
 class SplitName(str, Enum):
@@ -64,15 +108,33 @@ class SplitName(str, Enum):
 
 @command
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (configs/*.yaml)."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field: --set model.width=256 (repeatable)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>-<time>/."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its folder or its last.pth."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                          help="YAML config file, e.g. configs/mnist.yaml."),
+    set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override a config key: --set model.width=256 (repeatable; "
+                                        "--print-config lists the keys)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", metavar="DIR",
+                                           help="Write the run here instead of runs/<name>-<time>/."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN",
+                                          help="Continue a run: its folder or its last.pth."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --run-dir."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="Print the resolved config (every key with its value) and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:
-    """Train a model; writes TensorBoard events, metrics.json and checkpoints to its run folder."""
+    """Train a model from a YAML config.
+
+    Writes a run folder (runs/<name>-<time>/): TensorBoard events, metrics.json, checkpoint.pth
+    (the best epoch on validation) and last.pth (to resume). Every config key with its default:
+    mlp train -c FILE --print-config.
+
+    \b
+    Examples:
+      mlp train -c configs/mnist.yaml
+      mlp train -c configs/mnist.yaml --set model.activation=tanh --set train.epochs=3
+      mlp train -c configs/mnist.yaml --print-config
+      mlp train --resume runs/mnist-20260101-120000
+    """
     if resume is not None and (config is not None or run_dir is not None or overwrite):
         raise UserError("--resume continues a run with its own config and folder; "
                         "drop --config/--run-dir/--overwrite (use --set to change a field)")
@@ -101,19 +163,33 @@ def train(
 
 @command
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth (or last.pth) written by mlp train, or with "
-                                      "--config a bare state dict saved by another script."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict (torch.save("
-                                          "model.state_dict(), ...)): the config describing its model and data set."),
-    split: SplitName = typer.Option(SplitName.test, "--split", help="Which split to measure."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the data set."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", show_default=False,
+                                      help="A checkpoint.pth (or last.pth) written by mlp train, or with "
+                                           "--config a bare state dict saved by another script."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                          help="For a bare state dict (torch.save(model.state_dict(), ...)): "
+                                               "the config describing its model and data set."),
+    split: SplitName = typer.Option(SplitName.test, "--split", metavar="SPLIT",
+                                    help="Which split to measure: test, val or train."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", metavar="DIR",
+                                             help="Folder holding the data set (default: the run's, or $MLP_DATA_ROOT)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N", help="Images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Also write the confusion matrix and per-class "
-                                         "accuracy as PNG files into this folder."),
+    plots: Optional[Path] = typer.Option(None, "--plots", metavar="DIR",
+                                         help="Also write the confusion matrix and per-class accuracy as PNG "
+                                              "files into this folder."),
 ) -> None:
-    """Rebuild a model from its checkpoint alone and report loss, accuracy and per-class results."""
+    """Measure a trained model: accuracy, loss, per-class results.
+
+    The model is rebuilt from the checkpoint alone (its config, class names and normalisation
+    are inside it).
+
+    \b
+    Examples:
+      mlp eval runs/mnist-20260101-120000/checkpoint.pth
+      mlp eval runs/mnist-20260101-120000/checkpoint.pth --split val --plots figures/
+    """
     from mlp.config import TrainConfig
     from mlp.evaluate import evaluate_checkpoint, format_report
 
@@ -142,14 +218,26 @@ def eval_(
 
 @command
 def activations(
-    out: Path = typer.Option(Path("activations"), "--out", help="Folder for the PNG files."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Also show real images before and after each "
-                                          "activation: mnist, fashion_mnist, kmnist, cifar10 or cifar100."),
-    log_dir: Path = typer.Option(Path("runs/activations"), "--log-dir", help="TensorBoard folder for the same figures."),
-    activation: List[str] = typer.Option([], "--activation", "-a", help="Only this activation (repeatable); "
-                                         "default: every supported one."),
+    out: Path = typer.Option(Path("activations"), "--out", metavar="DIR", help="Folder for the PNG files."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="NAME",
+                                          help="Also show real images before and after each activation: "
+                                               "mnist, fashion_mnist, kmnist, cifar10 or cifar100."),
+    log_dir: Path = typer.Option(Path("runs-activations"), "--log-dir", metavar="DIR",
+                                 help="TensorBoard folder for the same figures (kept apart from the "
+                                      "training runs under runs/)."),
+    activation: List[str] = typer.Option([], "--activation", "-a", metavar="NAME",
+                                         help="Only this activation (repeatable); default: every supported one."),
 ) -> None:
-    """Draw every activation and its derivative (one PNG each and an overview), also in TensorBoard."""
+    """Draw activations and their derivatives (PNGs, TensorBoard).
+
+    One PNG per activation and an overview with all of them on shared axes; with --dataset,
+    also real images before and after each activation (before_after_<name>.png).
+
+    \b
+    Examples:
+      mlp activations
+      mlp activations -a relu -a sigmoid -a tanh --dataset mnist --out figures/
+    """
     from mlp.config import DataConfig
 
     if dataset is not None:
@@ -174,35 +262,48 @@ class SamplerName(str, Enum):
 
 @command
 def sweep(
-    config: Path = typer.Option(..., "--config", "-c", help="The YAML config every trial starts from."),
-    grid: List[str] = typer.Option([], "--grid", "-g",
+    config: Path = typer.Option(..., "--config", "-c", metavar="FILE", show_default=False,
+                                help="The YAML config every trial starts from."),
+    grid: List[str] = typer.Option([], "--grid", "-g", metavar="KEY=V1,V2,...", show_default=False,
                                    help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
-    search: Optional[Path] = typer.Option(None, "--search", help="Search instead: a YAML file of ranges and choices "
-                                          "per config key (see docs/scaling.md)."),
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+    search: Optional[Path] = typer.Option(None, "--search", metavar="SPACE.yaml",
+                                          help="Search instead: a YAML file of ranges and choices per config key "
+                                               "(see docs/scaling.md)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, metavar="N",
                                          help="How many trials a --search runs in all, over all its workers."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every trial (repeatable)."),
-    sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir",
+    set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override a config key in every trial (repeatable)."),
+    sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir", metavar="DIR",
                                              help="Folder for the trials and leaderboard (default: runs/<config name>-sweep)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials this process trains at the same time."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Where the study lives, shared by every worker "
-                                          "given the same one: a database URL (postgresql://user@host/db) or a "
-                                          "journal file (default: SWEEP_DIR/optuna-journal.log)."),
-    study: Optional[str] = typer.Option(None, "--study", help="The study's name in the storage "
-                                        "(default: the sweep folder's name)."),
-    pruner: Optional[PrunerName] = typer.Option(None, "--pruner", help="Stop trials whose validation accuracy lags: "
-                                                "none, median or halving (default: median for --search, none for --grid)."),
-    sampler: Optional[SamplerName] = typer.Option(None, "--sampler", help="How --search picks values: tpe "
-                                                  "(default, learns from finished trials) or random."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed the --search sampler (repeatable with one worker)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Trials this process trains at the same time."),
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
+                                          help="Where the study lives, shared by every worker given the same one: "
+                                               "a database URL (postgresql://user@host/db) or a journal file "
+                                               "(default: SWEEP_DIR/optuna-journal.log)."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME",
+                                        help="The study's name in the storage (default: the sweep folder's name)."),
+    pruner: Optional[PrunerName] = typer.Option(None, "--pruner", metavar="PRUNER",
+                                                help="Stop trials whose validation accuracy lags: none, median or "
+                                                     "halving (default: median for --search, none for --grid)."),
+    sampler: Optional[SamplerName] = typer.Option(None, "--sampler", metavar="SAMPLER",
+                                                  help="How --search picks values: tpe (default, learns from "
+                                                       "finished trials) or random."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N",
+                                       help="Seed the --search sampler (repeatable with one worker)."),
     leaderboard_only: bool = typer.Option(False, "--leaderboard-only", help="Print the study's leaderboard "
                                           "(every worker's trials) and exit; trains nothing."),
 ) -> None:
-    """Train every combination of --grid values, or --trials picked from a --search space, as one
-    Optuna study; each trial is a run in the sweep folder; ends with a leaderboard.
+    """Train a grid or a search of configs, then rank the runs.
 
-    Several processes started with the same command and --storage share the study. Running the
-    same command again skips finished trials and resumes interrupted ones.
+    The sweep is one Optuna study; each trial is a run in the sweep folder, and the sweep ends
+    with a leaderboard (table, CSV and Markdown). Several processes started with the same
+    command and --storage share the study. Running the same command again skips finished
+    trials and resumes interrupted ones.
+
+    \b
+    Examples:
+      mlp sweep -c configs/mnist.yaml --grid model.activation=relu,tanh,sigmoid --grid model.depth=1,3
+      mlp sweep -c configs/mnist.yaml --search space.yaml --trials 20 --jobs 2
     """
     from mlp.sweep import run_sweep
 
@@ -214,13 +315,23 @@ def sweep(
 
 @command
 def runs(
-    folder: Path = typer.Argument(Path("runs"), help="Where to look for runs (searched recursively)."),
-    sort: str = typer.Option("run", "--sort", help="Column to sort by (accuracies sort best first)."),
+    folder: Path = typer.Argument(Path("runs"), metavar="DIR",
+                                  help="Where to look for runs (searched recursively).  [default: runs]",
+                                  show_default=False),
+    sort: str = typer.Option("run", "--sort", metavar="COLUMN",
+                             help="Column to sort by, named as in the table's header ('test acc' or test_acc, "
+                                  "'best val acc', epochs, lr, ...); accuracies sort best first."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
 ) -> None:
-    """List runs with their key hyperparameters and final metrics, read from each run's files.
+    """List runs with their settings and final metrics.
 
-    A run whose files are damaged is listed with status "unreadable", and why is said on stderr.
+    Reads each run folder's config.yaml and metrics.json (no torch needed). A run whose files
+    are damaged is listed with status "unreadable", and why is said on stderr.
+
+    \b
+    Examples:
+      mlp runs
+      mlp runs runs/mnist-sweep --sort 'test acc'
     """
     from mlp.runs import format_runs, list_runs
 
@@ -238,20 +349,32 @@ def runs(
 
 @command
 def predict(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pth written by mlp train, or with --config a bare "
-                                      "state dict saved by another script."),
-    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...), any size or mode."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="For a bare state dict: the config describing "
-                                          "its model and data set (whose training images set the normalisation)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root",
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", show_default=False,
+                                      help="A checkpoint.pth written by mlp train, or with --config a bare "
+                                           "state dict saved by another script."),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE...", show_default=False,
+                                        help="Image files (PNG, JPEG, ...), any size or mode, 8 or 16 bits."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                          help="For a bare state dict: the config describing its model and data "
+                                               "set (whose training images set the normalisation)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", metavar="DIR",
                                              help="With --config: the folder holding the data set."),
-    top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many labels to show per image."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, metavar="K", help="How many labels to show per image."),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
 ) -> None:
-    """Classify image files with a trained model; prints the top-k labels and their probabilities.
+    """Classify image files with a trained model.
 
-    An image that cannot be read is named on stderr; the others are still classified (exit code 2).
+    Prints the top-k labels with their probabilities. A dark digit on a light background
+    (a scan or photo of ink on paper) is inverted to the training images' polarity, a grey
+    paper background made black, and an image unlike the training images is flagged: the
+    model's answer on it is a guess.
+    An image that cannot be read is named on stderr; the others are still classified (exit
+    code 2).
+
+    \b
+    Example:
+      mlp predict runs/mnist-20260101-120000/checkpoint.pth my_seven.jpg scan.png
     """
     from mlp.config import TrainConfig
     from mlp.predict import format_predictions, predict_files
@@ -280,8 +403,7 @@ def _validated(section, field: str, value, flag: str):
 
 def main() -> None:
     try:
-        app()
-        code = 0
+        code = _run_app()
     except SystemExit as e:
         code = e.code
     if "torch._dynamo" not in sys.modules:
@@ -295,3 +417,28 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+def _run_app() -> int:
+    """Run the command; a usage mistake is one line (the problem and where the help is), exit code 2."""
+    try:
+        from typer._click.exceptions import ClickException, UsageError  # recent typer vendors click
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click.exceptions import ClickException, UsageError
+    try:
+        code = app(prog_name="mlp", standalone_mode=False)  # "mlp" in usage lines and completion, also for python -m mlp
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `mlp`: the help, as click shows it
+            e.show()
+            return e.exit_code
+        where = f"{e.ctx.command_path} -h" if e.ctx is not None else "mlp -h"
+        message = " ".join(e.format_message().replace("Value error, ", "").split())
+        print(f"error: {message} (see '{where}')", file=sys.stderr)
+        return e.exit_code
+    except ClickException as e:
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        return e.exit_code
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0

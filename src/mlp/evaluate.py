@@ -82,11 +82,14 @@ def format_report(result: dict[str, Any], classes: list[str], title: str) -> str
     for name, acc, row in zip(classes, result["per_class_accuracy"], result["confusion"]):
         lines.append(f"  {name:<{name_w}}  {acc * 100:6.2f}%  (n={sum(row)})")
     if len(classes) <= 20:
+        # A row is labelled by its class index and name, once: MNIST's names ("0 - zero") hold the index.
+        labels = [name if name.split(" - ")[0] == str(i) else f"{i:>2} {name}" for i, name in enumerate(classes)]
+        label_w = max(map(len, labels))
         cell = max(4, len(str(max(max(r) for r in result["confusion"])))) + 1
         lines += ["", "confusion matrix (rows: true class, columns: predicted class index)",
-                  " " * (name_w + 7) + "".join(f"{i:>{cell}}" for i in range(len(classes)))]
-        for i, (name, row) in enumerate(zip(classes, result["confusion"])):
-            lines.append(f"  {i:>3} {name:<{name_w}}" + "".join(f"{v:>{cell}}" for v in row))
+                  " " * (label_w + 2) + "".join(f"{i:>{cell}}" for i in range(len(classes)))]
+        for label, row in zip(labels, result["confusion"]):
+            lines.append(f"  {label:<{label_w}}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
 
 

@@ -17,10 +17,25 @@ import torch
 from mlp.errors import UserError
 
 
+DPI = 150  # every figure is rendered (and its PNG marked) at this resolution: sharp when projected
+FONT = {"text": 11, "small": 10, "title": 12}  # points; nothing smaller than 10
+# Okabe-Ito colours: told apart with every common colour-vision deficiency
+BLUE, ORANGE, VERMILLION, GREY = "#0072B2", "#E69F00", "#D55E00", "#999999"
+
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100)
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def _fonts(ax, title: str | None = None) -> None:
+    """Tick labels, axis labels and the title at the sizes above."""
+    ax.tick_params(labelsize=FONT["small"])
+    ax.xaxis.label.set_fontsize(FONT["text"])
+    ax.yaxis.label.set_fontsize(FONT["text"])
+    if title is not None:
+        ax.set_title(title, fontsize=FONT["title"])
 
 
 def to_rgb_array(fig) -> np.ndarray:
@@ -36,7 +51,7 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     from matplotlib.image import imsave
 
     try:
-        imsave(path, image, format="png")
+        imsave(path, image, format="png", dpi=DPI)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}; choose a writable folder") from None
     return path
@@ -61,47 +76,91 @@ def short_names(classes: list[str]) -> list[str]:
 
 
 def confusion_matrix_figure(confusion: list[list[int]], classes: list[str], title: str = "confusion matrix"):
+    """Counts in the cells, colour by the share of the true class on a log scale.
+
+    The errors are a few images in a thousand: on a linear scale their cells stay white.  On a
+    log scale from the smallest share that occurs to 100%, one wrong image is already coloured.
+    Empty cells (no image) stay white and carry no number.
+    """
+    from matplotlib.colors import LogNorm
+
     matrix = np.asarray(confusion, dtype=np.int64)
     n = len(classes)
-    size = min(max(4.0, 0.45 * n + 2.0), 30.0)
-    fig = _figure(size * 1.15, size)  # wider than tall: the colour bar takes a strip
+    size = min(max(5.0, 0.55 * n + 2.5), 30.0)
+    fig = _figure(size * 1.2, size)  # wider than tall: the colour bar takes a strip
     names = short_names(classes)
     rotate = max(map(len, names)) > 2
-    fig.subplots_adjust(left=0.22 if rotate else 0.12, bottom=0.22 if rotate else 0.1, right=0.98, top=0.93)
+    fig.subplots_adjust(left=0.2 if rotate else 0.1, bottom=0.2 if rotate else 0.1, right=0.97, top=0.88)
     ax = fig.subplots()
-    # Colour by the fraction of each true class, so rare classes are as visible as common ones.
-    row_share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    image = ax.imshow(row_share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    smallest = float(share[share > 0].min()) if (share > 0).any() else 1e-3
+    norm = LogNorm(vmin=min(0.8 * smallest, 0.1), vmax=1.0)  # one image already gets a colour
+    image = ax.imshow(np.ma.masked_equal(share, 0.0), cmap=_cmap("viridis_r"), norm=norm)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    bar.set_label("share of the true class (log scale)", fontsize=FONT["text"])
+    bar.ax.tick_params(labelsize=FONT["small"])
+    bar.ax.yaxis.set_major_formatter(_percent_formatter())
     ax.set_xticks(range(n), names, rotation=90 if rotate else 0)
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    _fonts(ax, f"{title}\n{_worst_confusion(matrix, share, names)}")
     if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if row_share[i, j] > 0.5 else "black")
+        for i, j in zip(*np.nonzero(matrix)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=FONT["small"],
+                    color="white" if norm(share[i, j]) > 0.55 else "black")
     return fig
 
 
+def _cmap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad="white")  # masked (empty) cells are white
+
+
+def _percent_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v * 100:.3g}%")
+
+
+def _worst_confusion(matrix: np.ndarray, share: np.ndarray, names: list[str]) -> str:
+    """The finding in words: the most frequent error, from the counts shown."""
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    if errors.sum() == 0:
+        return "no errors"
+    i, j = np.unravel_index(errors.argmax(), errors.shape)
+    return (f"most frequent error: true {names[i]} predicted as {names[j]} "
+            f"({errors[i, j]} images, {share[i, j]:.1%} of {names[i]}); {errors.sum()} errors in all")
+
+
 def per_class_accuracy_figure(per_class: list[float], classes: list[str], title: str = "per-class accuracy"):
+    """Bars on the whole 0-100% axis, each labelled with its value; the mean over classes dashed."""
     n = len(classes)
-    fig = _figure(min(max(6.0, 0.4 * n + 1.5), 40.0), 3.5)
+    fig = _figure(min(max(6.5, 0.45 * n + 1.5), 40.0), 4.2)
     names = short_names(classes)
     rotate = max(map(len, names)) > 2
-    fig.subplots_adjust(left=0.1, bottom=0.3 if rotate else 0.12, right=0.98, top=0.9)
+    fig.subplots_adjust(left=0.1, bottom=0.3 if rotate else 0.14, right=0.98, top=0.86)
     ax = fig.subplots()
     accuracy = np.asarray(per_class) * 100
-    bars = ax.bar(range(n), accuracy, color="tab:blue")
     worst = int(np.argmin(accuracy))
-    bars[worst].set_color("tab:red")
+    bars = ax.bar(range(n), accuracy, color=[VERMILLION if k == worst else BLUE for k in range(n)])
+    digits = 2 if n <= 12 else 1  # two decimals tell 96.84 from 96.79 where there is room
+    if n <= 30:  # beyond that the labels would overlap
+        ax.bar_label(bars, [f"{a:.{digits}f}" for a in accuracy], padding=2, fontsize=FONT["small"],
+                     rotation=90 if n > 15 else 0)
+    mean = float(accuracy.mean())
+    ax.axhline(mean, color=GREY, ls="--", lw=1.2, label=f"mean over classes {mean:.{digits}f}%")
+    ax.legend(loc="lower right", fontsize=FONT["small"], framealpha=0.9)
     ax.set_xticks(range(n), names, rotation=90 if rotate else 0)
-    ax.set_ylim(max(0.0, float(accuracy.min()) - 5.0), 100.0)
+    ax.set_ylim(0.0, 112.0 if n <= 15 else 125.0)  # room for the labels above a full bar
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel("class")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{title} (lowest in red: {names[worst]}, {accuracy[worst]:.1f}%)")
     ax.grid(axis="y", alpha=0.3)
+    _fonts(ax, f"{title}\nlowest: {names[worst]} at {accuracy[worst]:.{digits}f}% (red); highest: "
+               f"{names[int(np.argmax(accuracy))]} at {accuracy.max():.{digits}f}%")
     return fig
 
 
@@ -123,7 +182,7 @@ def misclassified_figure(images: torch.Tensor, predicted: list[int], true: list[
     band, pad = height // 2, 2  # a white band above each image holds its two lines of text
     grid = make_grid(torch.nn.functional.pad(images.cpu(), (0, 0, band, 0), value=1.0),
                      nrow=cols, padding=pad, pad_value=1.0)
-    fig = _figure(1.25 * cols, 1.25 * cols * grid.shape[1] / grid.shape[2])
+    fig = _figure(1.5 * cols, 1.5 * cols * grid.shape[1] / grid.shape[2])
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(grid.permute(1, 2, 0).numpy())
     ax.axis("off")
@@ -131,7 +190,8 @@ def misclassified_figure(images: torch.Tensor, predicted: list[int], true: list[
     for k, (p, t) in enumerate(zip(predicted, true)):
         row, col = divmod(k, cols)
         ax.text(col * (width + pad) + pad + width / 2, row * (height + band + pad) + pad + band / 2,
-                f"pred {names[p]}\ntrue {names[t]}", ha="center", va="center", fontsize=7, color="tab:red")
+                f"pred {names[p]}\ntrue {names[t]}", ha="center", va="center", fontsize=FONT["small"],
+                color=VERMILLION)
     return fig
 
 
@@ -143,39 +203,101 @@ def activation_curve(module: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarr
     return y.detach().numpy(), slope.numpy()
 
 
+JUMP = 0.05  # a step in f' between neighbouring points larger than this is a kink of f, not a slope
+
+
+def break_jumps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` with a NaN between neighbours where ``y`` jumps, so a line stops there
+    instead of drawing a vertical stroke (ReLU's f' steps from 0 to 1 at its kink).
+
+    On the drawn grid (1001 points over 14 units) the smooth derivatives change by at most
+    0.012 from one point to the next (GELU's, at 0), far below JUMP."""
+    jumps = np.nonzero(np.abs(np.diff(y)) > JUMP)[0] + 1
+    return np.insert(x.astype(float), jumps, np.nan), np.insert(y.astype(float), jumps, np.nan)
+
+
 def _draw_activation(ax, name: str, x: np.ndarray, y: np.ndarray, slope: np.ndarray, legend: bool) -> None:
-    ax.axhline(0, color="0.7", lw=0.8)
-    ax.axvline(0, color="0.7", lw=0.8)
-    ax.plot(x, y, lw=2, label="f(x)")
-    ax.plot(x, slope, lw=1.5, ls="--", label="f'(x)")
-    ax.set_title(name)
+    ax.axhline(0, color=GREY, lw=0.8)
+    ax.axvline(0, color=GREY, lw=0.8)
+    ax.plot(x, y, lw=2.2, color=BLUE, label="f(x)")
+    ax.plot(*break_jumps(x, slope), lw=1.8, ls="--", color=ORANGE, label="f'(x)")
     ax.grid(alpha=0.3)
+    _fonts(ax, name)
     if legend:
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=FONT["small"], framealpha=0.9)
 
 
 def activation_figure(name: str, x: np.ndarray, y: np.ndarray, slope: np.ndarray):
-    fig = _figure(5.0, 3.6)
-    fig.subplots_adjust(left=0.12, right=0.96, bottom=0.14, top=0.9)
+    fig = _figure(5.5, 4.0)
+    fig.subplots_adjust(left=0.13, right=0.96, bottom=0.14, top=0.9)
     ax = fig.subplots()
     _draw_activation(ax, name, x, y, slope, legend=True)
-    ax.set_xlabel("x")
+    ax.set_xlabel("x (the unit's input)")
+    ax.set_ylabel("f(x), f'(x)")
+    _fonts(ax)
     return fig
 
 
+OVERVIEW_Y = (-2.2, 7.2)  # the same y range in every panel: identity leaves it below, every other stays in
+
+
 def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
-    """One small panel per activation: f (solid) and f' (dashed) on the same x range."""
+    """One panel per activation, f (solid) and f' (dashed), every panel on the same x and y axes,
+    so a derivative that stays far below 1 (sigmoid's peaks at 0.25) shows as the small thing it is."""
     cols = 4
     rows = math.ceil(len(curves) / cols)
-    fig = _figure(3.2 * cols, 2.6 * rows)
-    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.04, top=0.92, wspace=0.25, hspace=0.4)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig = _figure(3.6 * cols, 2.9 * rows + 0.6)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.05, top=1 - 0.75 / (2.9 * rows + 0.6),
+                        wspace=0.12, hspace=0.35)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
     for ax in axes[len(curves):]:
         ax.axis("off")
     for i, (ax, (name, (x, y, slope))) in enumerate(zip(axes, curves.items())):
         _draw_activation(ax, name, x, y, slope, legend=i == 0)
-    fig.suptitle("activations f(x) and their derivatives f'(x)")
+        ax.tick_params(labelbottom=True)
+    axes[0].set_ylim(*OVERVIEW_Y)
+    fig.suptitle("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes; "
+                 "f' is how much gradient a unit passes back", fontsize=FONT["title"])
     return fig
+
+
+def before_after_figure(rows: dict[str, torch.Tensor], low: float, high: float, title: str):
+    """Rows of images (C, H, W), each row labelled on its left with its name and value range;
+    every row on one intensity scale, ``low`` black and ``high`` white (a grey colour bar shows it
+    for one-channel images).  The rows are one mosaic in one axes: an axes per image costs seconds."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows.values())
+    channels, height, width = next(iter(rows.values())).shape[1:]
+    pad = max(2, height // 10)
+    mosaic = np.full((n_rows * (height + pad) - pad, n_cols * (width + pad) - pad, channels), np.nan)
+    for r, images in enumerate(rows.values()):
+        for c, pixels in enumerate(images.float().cpu().numpy()):
+            top, left = r * (height + pad), c * (width + pad)
+            mosaic[top:top + height, left:left + width] = pixels.transpose(1, 2, 0)
+    cell = 1.0  # inches per image
+    fig_w, fig_h = n_cols * cell + 2.6, n_rows * cell * (height + pad) / (width + pad) + 1.0
+    fig = _figure(fig_w, fig_h)
+    ax = fig.add_axes((2.0 / fig_w, 0.15 / fig_h, n_cols * cell / fig_w, 1 - 1.0 / fig_h))
+    if channels == 1:
+        image = ax.imshow(mosaic[..., 0], cmap=_cmap("gray"), vmin=low, vmax=high, interpolation="nearest")
+        bar_h = min(1.6, fig_h - 1.3) / fig_h
+        cax = fig.add_axes(((2.1 + n_cols * cell) / fig_w, 1 - 0.85 / fig_h - bar_h, 0.12 / fig_w, bar_h))
+        bar = fig.colorbar(image, cax=cax)
+        bar.ax.tick_params(labelsize=FONT["small"])
+    else:
+        scaled = np.clip((mosaic - low) / max(high - low, 1e-6), 0.0, 1.0)
+        ax.imshow(np.where(np.isnan(mosaic), 1.0, scaled), interpolation="nearest")
+    ax.axis("off")
+    for r, (label, images) in enumerate(rows.items()):
+        ax.text(-pad * 2, r * (height + pad) + height / 2,
+                f"{label}\n{_value(float(images.min()))} to {_value(float(images.max()))}",
+                ha="right", va="center", fontsize=FONT["text"])
+    fig.suptitle(title, fontsize=FONT["title"], y=1 - 0.12 / fig_h, va="top")
+    return fig
+
+
+def _value(v: float) -> str:
+    """Two decimals, three for a small value that would round to a misleading -0.00."""
+    return f"{v:.3f}" if 0 < abs(v) < 0.005 else f"{v:.2f}"
 
 
 def write_evaluation_plots(result: dict, folder: Path) -> list[Path]:

@@ -1,9 +1,23 @@
 """Classify image files with a trained model, rebuilt from its checkpoint alone.
 
-Each image is turned into what the model was trained on: grey ('L') or RGB to match the
-checkpoint's input channels (an alpha channel is dropped), resized to its height × width
-(stretched, not cropped), scaled to [0, 1] and normalised with the training mean and std
-stored in the checkpoint.
+Each image is turned into what the model was trained on:
+
+1. read at its own bit depth: a 16-bit scan is scaled to 0..255, not clipped (Pillow's own
+   conversion to 8 bits saturates everything above 255 to white);
+2. laid over white where it is transparent (a drawing app's PNG: dark strokes on nothing),
+   then made grey ('L') or RGB to match the checkpoint's input channels;
+3. resized to the model's height × width (stretched, not cropped);
+4. inverted when its polarity is the opposite of the training images': MNIST digits are light
+   on a dark background, while ink on paper is dark on light.  The training images' polarity
+   is read from their mean brightness (stored in the checkpoint: MNIST's is 0.13, mostly black
+   background); the image's from the median of its border, which is its background;
+5. levelled: a background that is grey rather than black (photographed paper) is made black
+   and the brightest ink white, as MNIST's digits are;
+6. normalised with the training mean and standard deviation.
+
+The model then answers, and an image unlike every training image is flagged (``novelty``
+above 1, see mlp.novelty): the model answers for any input, often with near-certainty, so
+its answer on such an image is a guess.
 """
 
 from __future__ import annotations
@@ -19,9 +33,14 @@ from mlp.checkpoint import load_model
 from mlp.data import normalise
 from mlp.device import pick_device
 from mlp.errors import first_line
+from mlp.novelty import novelty
 
 # What Pillow raises for a missing, damaged or hostile file (SyntaxError: some broken PNGs).
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# A training set whose mean brightness is below DARK (above LIGHT) has a dark (light) background;
+# between the two (natural photos, CIFAR's 0.47) it has none and no image is inverted.
+DARK, LIGHT = 0.35, 0.65
+LEVEL_TOLERANCE = 8  # a background within this many grey levels of the training one is left alone
 
 
 def read_image(path: Path, input_shape: list[int]) -> torch.Tensor:
@@ -29,9 +48,73 @@ def read_image(path: Path, input_shape: list[int]) -> torch.Tensor:
     channels, height, width = input_shape
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)  # photos stored sideways come out upright
+        image = _on_white(_eight_bit(image))
         image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grey images of 16 or 32 bits (modes I;16*, I, F) scaled to 8 bits over their type's range."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0 if values.max() <= 255 else 65535.0
+    else:  # I;16*: 0..65535; mode I holds 16-bit PNGs in older Pillow, so the same unless it is 8-bit
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0.0) > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8), mode="L")
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """Transparent parts become white, as an image viewer shows them."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode not in ("RGBA", "LA", "PA"):
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def training_background(mean: list[float]) -> str | None:
+    """'dark' or 'light' when the training images have that background, else None."""
+    brightness = float(np.mean(mean))
+    return "dark" if brightness < DARK else "light" if brightness > LIGHT else None
+
+
+def _border(pixels: torch.Tensor) -> torch.Tensor:
+    """The outer ring of a (C, H, W) image, 2 pixels wide for 28×28: most of it is background."""
+    ring = max(1, min(pixels.shape[-2:]) // 14)
+    return torch.cat([pixels[..., :ring, :].flatten(), pixels[..., -ring:, :].flatten(),
+                      pixels[..., :, :ring].flatten(), pixels[..., :, -ring:].flatten()]).float()
+
+
+def match_polarity(pixels: torch.Tensor, background: str | None) -> tuple[torch.Tensor, bool]:
+    """The uint8 image inverted when its background (its border's median) is on the other side of
+    mid-grey from the training images' background; and whether it was."""
+    if background is None:
+        return pixels, False
+    light = float(_border(pixels).median()) > 127.5
+    if light == (background == "light"):
+        return pixels, False
+    return 255 - pixels, True
+
+
+def level_background(pixels: torch.Tensor, background: str | None) -> tuple[torch.Tensor, int | None]:
+    """Paper in a photo is grey, not white, so once inverted its background is dark grey where the
+    training images' is black (MNIST's border is 0).  Stretch the levels so that the background
+    (the border's median) becomes the training background and the brightest ink full white.
+    Returns the image and the background level it had, or None when it was already within
+    LEVEL_TOLERANCE of the training background (and is left as it is)."""
+    if background is None:
+        return pixels, None
+    dark = pixels if background == "dark" else 255 - pixels
+    level = int(_border(dark).median())
+    top = int(torch.quantile(dark.float().flatten(), 0.995))
+    if level <= LEVEL_TOLERANCE or top - level < 32:  # already black, or nothing to stretch
+        return pixels, None
+    stretched = ((dark.float() - level) * (255.0 / (top - level))).round().clamp(0, 255).to(torch.uint8)
+    return (stretched if background == "dark" else 255 - stretched), (level if background == "dark" else 255 - level)
 
 
 def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str = "cpu",
@@ -44,26 +127,51 @@ def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str =
     ckpt, _, model = load_model(checkpoint, config, data_root)
     dev = pick_device(device, "--device")
     model.to(dev).eval()
-    classes = ckpt["classes"]
-    images, readable, unreadable = [], [], []
+    classes, norm = ckpt["classes"], ckpt["normalization"]
+    background = training_background(norm["mean"])
+    images, adjusted, readable, unreadable = [], [], [], []
     for path in paths:
         try:
-            images.append(read_image(path, ckpt["input_shape"]))
-            readable.append(path)
+            pixels, flipped = match_polarity(read_image(path, ckpt["input_shape"]), background)
         except UNREADABLE as e:
             unreadable.append((path, _reason(e)))
+            continue
+        pixels, level = level_background(pixels, background)
+        images.append(pixels)
+        adjusted.append((flipped, level))
+        readable.append(path)
     if not images:
         return [], unreadable
-    norm = ckpt["normalization"]
     x = normalise(torch.stack(images), norm["mean"], norm["std"], dev)
     with torch.inference_mode():
         probabilities = torch.cat([model(chunk).softmax(1) for chunk in x.split(batch_size)]).cpu()
+    profile = ckpt.get("input_profile")
+    scores = novelty(x, profile).tolist() if profile is not None else [None] * len(images)
     top = probabilities.topk(min(top_k, len(classes)), dim=1)
     predictions = []
-    for path, values, indices in zip(readable, top.values.tolist(), top.indices.tolist()):
+    for path, values, indices, (flipped, level), score in zip(readable, top.values.tolist(), top.indices.tolist(),
+                                                               adjusted, scores):
         ranked = [{"label": classes[i], "index": i, "probability": p} for p, i in zip(values, indices)]
-        predictions.append({"image": str(path), **ranked[0], "top_k": ranked})
+        unusual = None if score is None else score > 1.0
+        predictions.append({"image": str(path), **ranked[0], "top_k": ranked, "inverted": flipped,
+                            "background_level": level, "novelty": score, "unusual": unusual,
+                            "notes": _notes(flipped, level, unusual, score, background)})
     return predictions, unreadable
+
+
+def _notes(inverted: bool, level: int | None, unusual: bool | None, score: float | None,
+           background: str | None) -> list[str]:
+    notes = []
+    if inverted:
+        other = "light" if background == "dark" else "dark"
+        notes.append(f"inverted: its background is {other} and the training images' is {background}")
+    if level is not None:
+        target = "black" if background == "dark" else "white"
+        notes.append(f"levels stretched: its background (grey {level} of 255) made {target}, as in training")
+    if unusual:
+        notes.append(f"unlike the training images (novelty {score:.1f}; 99.9% of them are below 1): "
+                     "this answer is a guess")
+    return notes
 
 
 def _reason(error: Exception) -> str:
@@ -80,4 +188,5 @@ def format_predictions(predictions: list[dict[str, Any]]) -> str:
         lines.append(prediction["image"])
         name_width = max(len(r["label"]) for r in prediction["top_k"])
         lines += [f"  {r['label']:<{name_width}}  {r['probability']:7.2%}" for r in prediction["top_k"]]
+        lines += [f"  note: {note}" for note in prediction.get("notes", [])]
     return "\n".join(lines)

@@ -125,12 +125,26 @@ def _read(path: Path, missing: Any) -> Any:
         raise _Damaged(f"{path.name}: {type(e).__name__}: {first_line(e)}") from None
 
 
+def sort_column(name: str) -> str:
+    """The column ``--sort`` names, by its key (``test_acc``) or its title in the table's header
+    (``'test acc'``, ``epochs``), in any case, with spaces, dashes or underscores."""
+    def plain(text: str) -> str:
+        return re.sub(r"[\s_-]+", "_", text.strip().lower())
+
+    wanted = plain(name)
+    for key, title in COLUMNS.items():
+        if wanted in (key, plain(title)):
+            return key
+    names = list(dict.fromkeys([*COLUMNS.values(), *COLUMNS]))
+    hint = did_you_mean(name, names) or did_you_mean(wanted, names)
+    hint = hint + " " if hint else ""
+    raise UserError(f"--sort {name}: no such column; {hint}choose one of the header's titles: "
+                    f"{', '.join(repr(t) if ' ' in t else t for t in COLUMNS.values())}")
+
+
 def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
     """Every run under ``root`` (sweep trials included), sorted by the column ``sort``."""
-    if sort not in COLUMNS:
-        hint = did_you_mean(sort, COLUMNS)
-        hint = hint + " " if hint else ""
-        raise UserError(f"--sort {sort}: no such column; {hint}choose one of {', '.join(COLUMNS)}")
+    sort = sort_column(sort)
     if not root.is_dir():
         raise UserError(f"no folder {root}; give the folder that holds the runs: mlp runs DIR")
     runs = []

@@ -37,6 +37,7 @@ from mlp.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, RunEnded, UserError
 from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, check_memory, count_parameters
+from mlp.novelty import input_profile
 from mlp.optim import build_optimizer, build_scheduler
 from mlp.run_folder import RunFolder, metrics_record
 from mlp.signals import StopRequest
@@ -111,6 +112,8 @@ class Trainer:
             self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
             self.parameters = count_parameters(self.model)
             self._setup_optimization()
+        # what the training images look like, pixel by pixel: mlp predict's novelty check
+        self.input_profile = input_profile(self.data.train.images) if self.is_main else None
         self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
         # augmentation pads with a black pixel, normalised
         self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
@@ -309,6 +312,8 @@ class Trainer:
                             best=self.checkpoint("best", metrics=record) if improved else None,
                             metrics=metrics_record("running", s.history, s.best))
             print(epoch_line(record, self.cfg.train.epochs, improved and data.val is not None), flush=True)
+            if improved and data.val is not None and len(s.history) == 1:  # the first epoch's star, once
+                print("(* = best validation accuracy so far, saved to checkpoint.pth)", flush=True)
         return record
 
     def checkpoint(self, kind: str, **extra) -> dict[str, Any]:
@@ -317,7 +322,7 @@ class Trainer:
         payload = {"kind": kind, "mlp_version": __version__, "config": self.cfg.to_dict(),
                    "model_state": self.model.state_dict(), "classes": data.classes,
                    "input_shape": list(data.input_shape), "normalization": {"mean": data.mean, "std": data.std},
-                   "epoch": s.epoch, "step": s.step, "parameters": self.parameters, **extra}
+                   "input_profile": self.input_profile, "epoch": s.epoch, "step": s.step, "parameters": self.parameters, **extra}
         if kind == "last":
             payload["resume"] = {**s.state_dict(), "optimizer": self.optimizer.state_dict(),
                                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
