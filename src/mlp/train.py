@@ -255,7 +255,9 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
     if resume is None and is_main:
         logger.start(cfg.to_dict(), model, data.train.images, data.mean, data.std)
     # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
-    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger, enabled=is_main)
+    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger, enabled=is_main,
+                                   steps_per_epoch=steps_per_epoch, start_step=step, run_dir=run_dir,
+                                   grad_scale=scaler.get_scale if scaler.is_enabled() else None)
 
     def payload(kind: str) -> dict[str, Any]:
         return {"kind": kind, "mlp_version": __version__, "config": cfg.to_dict(),
@@ -343,6 +345,7 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                     torch.argmax(logits, 1, out=predicted_slots[batch_in_epoch])
                     step += 1
                     batch_in_epoch += 1
+                    diagnostics.after_step(step)
                     bar.update()
                     if step % cfg.train.log_every == 0:
                         window, first_step = torch.stack(pending), step - len(pending)
@@ -353,7 +356,6 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
                         _check_finite(window, first_step, write_metrics)
                         running = window.mean().item()
                         logger.step(step, running, optimizer.param_groups[0]["lr"])
-                        diagnostics.end_interval(step)
                         if progress:
                             correct, seen = correct_and_seen()
                             bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
@@ -422,10 +424,13 @@ def fit(cfg: Config, run_dir: Path | None = None, *, resume: dict[str, Any] | No
         if figures:
             shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
             wrong, predicted = misclassified(model, shown, limit=32, batch_size=cfg.train.eval_batch_size)
-            logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong], predicted,
+            logger.misclassified(shown_name, best["epoch"], shown.images[wrong], predicted,
                                  shown.labels[wrong], data.classes, data.mean, data.std)
         print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
               f"(best epoch {best['epoch']}, {run_dir / 'checkpoint.pth'})")
+        if diagnostics.report():
+            print(diagnostics.report())
+        print(f"curves   tensorboard --logdir {run_dir.parent}")
         return run_dir
     finally:
         diagnostics.close()
