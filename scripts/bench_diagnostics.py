@@ -7,7 +7,9 @@ shared or throttled machine slows both alike; it prints each round's ratios and 
 of wall-clock time and of this process's CPU time (steadier on a shared CPU; run it with
 ``--threads 1`` there, so that no time goes to threads waiting for each other).
 The steps are the training loop's own (forward, loss, backward, optimizer step), and the
-diagnostics write to TensorBoard every ``train.log_every`` steps as in a real run.
+diagnostics measure and write to TensorBoard on their schedule as in a real run (steps 1, 2, 4,
+... and every ``train.log_every`` steps, each block starting afresh at step 1, so every block
+pays for the dense start: a little more than a long run does).
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if diagnostics is not None:
+                diagnostics.after_step(step)  # measures at its scheduled steps, as in fit
             if step % cfg.train.log_every == 0:
                 loss.item()  # the loop reads the loss back at every log point either way
-                if diagnostics is not None:
-                    diagnostics.end_interval(step)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - started, time.process_time() - cpu_started
@@ -79,7 +81,8 @@ def main() -> None:
         block(None)  # warm-up
         wall_ratios, cpu_ratios = [], []
         for r in range(args.rounds):
-            diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger)
+            diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, logger,
+                                           steps_per_epoch=len(batches) + 1)
             on, cpu_on = block(diagnostics)
             diagnostics.close()
             off, cpu_off = block(None)

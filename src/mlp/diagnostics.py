@@ -8,7 +8,7 @@ Per hidden layer ``i`` (counted from 1, next to the input; the module ``hidden<i
   (the pre-activation) and ℓ each example's own loss.  Per element and per example, so layers of
   different widths and runs with different batch sizes compare.
 - **inactive**: the share of units whose input stayed, on every training example of the
-  interval, in a flat tail of the activation, where its derivative is at most 0.01 (the unit
+  interval (the last ``train.log_every`` steps, or the epoch), in a flat tail of the activation, where its derivative is at most 0.01 (the unit
   passes back at most 1% of the gradient arriving at its output).  For the ReLU family that is a
   dead unit (never a positive input: relu, relu6's lower side, leaky_relu's default slope of
   0.01, a PReLU slope that shrank to 0.01); for sigmoid, tanh, softsign, relu6 a saturated one
@@ -20,6 +20,7 @@ Per hidden layer ``i`` (counted from 1, next to the input; the module ``hidden<i
 
 When: at steps 1, 2, 4, 8, ... below ``train.log_every``, then every ``log_every`` steps, and at
 the last step of every epoch (``train.diagnostics: step``); or only at epoch ends (``epoch``).
+The inactive share is measured where an interval ends (every ``log_every`` steps, or each epoch).
 
 Cost: a forward hook on each ``hidden<i>.activation`` folds one number per unit per step into a
 running statistic on the device (the largest input, or the smallest distance from the middle of
@@ -69,8 +70,9 @@ def flat_tails(activation: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if len(steep) == 0:  # flat everywhere: a constant, no tail to speak of
         return torch.tensor([-math.inf]), torch.tensor([math.inf])
     first, last = int(steep[0]), int(steep[-1])
-    low = z[first - 1].item() if first > 0 else -math.inf
-    high = z[last + 1].item() if last < TAIL_POINTS - 1 else math.inf
+    # rounded, so that a tail ending at 0 ends at 0.0 and not at linspace's -3e-15
+    low = round(z[first - 1].item(), 6) if first > 0 else -math.inf
+    high = round(z[last + 1].item(), 6) if last < TAIL_POINTS - 1 else math.inf
     return torch.tensor([low]), torch.tensor([high])
 
 
@@ -80,6 +82,14 @@ class Schedule:
 
     def __init__(self, mode: str, log_every: int, steps_per_epoch: int | None):
         self.mode, self.log_every, self.steps_per_epoch = mode, log_every, steps_per_epoch
+
+    def interval_end(self, step: int) -> bool:
+        """Whether ``step`` closes an interval of inactivity: every ``log_every``-th step (``step``
+        mode) or an epoch's last (``epoch`` mode); the dense start and epoch ends in between are
+        measured without closing one, so every inactive share covers the same number of steps."""
+        if self.mode == "step":
+            return step % self.log_every == 0
+        return bool(self.steps_per_epoch) and step % self.steps_per_epoch == 0
 
     def __contains__(self, step: int) -> bool:
         if self.steps_per_epoch and step % self.steps_per_epoch == 0:
@@ -182,10 +192,12 @@ class LayerStats:
             inactive = self.stat >= (high - low) / 2
         return inactive.double().mean()
 
-    def measure(self) -> dict[str, torch.Tensor]:
-        """This interval's numbers as 0-d device tensors (nothing is read back here)."""
+    def measure(self, interval_end: bool) -> dict[str, torch.Tensor]:
+        """This step's numbers as 0-d device tensors (nothing is read back here); the inactive share
+        only where an interval ends."""
         weight = self.linear.weight.detach()
-        stats = {"inactive": self.inactive_fraction(), "weight_rms": _rms(weight)}
+        stats = {"inactive": self.inactive_fraction()} if interval_end else {}
+        stats["weight_rms"] = _rms(weight)
         if self.signal is not None:
             stats["signal"] = self.signal
         if self.linear.weight.grad is not None:
@@ -194,7 +206,7 @@ class LayerStats:
             before = self.weight_before.float()
             stats["update_ratio"] = torch.linalg.vector_norm(weight.float() - before) / \
                 torch.linalg.vector_norm(before).clamp_min(1e-30)
-        if self.trained:
+        if self.last_act is not None:
             stats["act_mean"], stats["act_std"] = self.last_act.float().mean(), self.last_act.float().std()
         if isinstance(self.activation, nn.PReLU):
             stats["prelu_slope"] = self.activation.weight.detach().mean()  # the mean when there is one per unit
@@ -283,7 +295,8 @@ class LayerDiagnostics:
             layer.arm()
 
     def _measure(self, step: int) -> None:
-        per_layer = [layer.measure() for layer in self.layers]
+        interval_end = self.schedule.interval_end(step)
+        per_layer = [layer.measure(interval_end) for layer in self.layers]
         flat = [value for stats in per_layer for value in stats.values()]
         values = iter(torch.stack([v.double() for v in flat]).tolist())  # the one read-back
         per_layer = [{name: next(values) for name in stats} for stats in per_layer]
@@ -298,7 +311,8 @@ class LayerDiagnostics:
         if not any(m["step"] < step for m in self.record["measurements"]):
             self._record_distribution(step)  # how the outputs start out
         for layer in self.layers:
-            layer.reset()
+            if interval_end:
+                layer.reset()
             layer.disarm()
 
     def _record_distribution(self, step: int) -> None:
@@ -345,13 +359,16 @@ class LayerDiagnostics:
         self.save()
 
 
+def measured(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The measurements that have ``key`` (signal, inactive, ...) for every layer, in step order."""
+    return [m for m in record.get("measurements") or [] if m.get(key) and None not in m[key]]
+
+
 def summarise(record: dict[str, Any]) -> dict[str, Any]:
-    """What a run's diagnostics come to: per layer the largest inactive share seen, and the
-    signal of layer 1 over that of the last hidden layer at the first and the latest measurement."""
-    measured = record.get("measurements") or []
-    with_inactive = [m["inactive"] for m in measured if m.get("inactive")]
-    with_signal = [m for m in measured if m.get("signal") and None not in m["signal"]]
-    inactive_max = [max(column) for column in zip(*with_inactive)] if with_inactive else []
+    """What a run's diagnostics come to: per layer the largest inactive share of any interval, and
+    the signal of layer 1 over that of the last hidden layer at the first and the latest measurement."""
+    with_inactive, with_signal = measured(record, "inactive"), measured(record, "signal")
+    inactive_max = [max(column) for column in zip(*(m["inactive"] for m in with_inactive))]
 
     def ratio(m):
         first, last = m["signal"][0], m["signal"][-1]
@@ -362,22 +379,25 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
         "largest_inactive": max(inactive_max) if inactive_max else None,
         "signal_ratio": {"first": ratio(with_signal[0]) if with_signal else None,
                          "last": ratio(with_signal[-1]) if with_signal else None},
-        "first_step": with_signal[0]["step"] if with_signal else None,
-        "last_step": with_signal[-1]["step"] if with_signal else None,
+        "signal_steps": {"first": with_signal[0]["step"] if with_signal else None,
+                         "last": with_signal[-1]["step"] if with_signal else None},
     }
 
 
 def format_report(record: dict[str, Any]) -> str:
-    """Per hidden layer: the inactive share at the end and at its largest, the signal at the first
-    and at the last measured step."""
-    measured = [m for m in record.get("measurements") or [] if m.get("signal") and None not in m["signal"]]
-    if not measured:
+    """Per hidden layer: the inactive share in the last interval and at its largest, the signal at
+    the first and at the last measured step."""
+    signals, inactive = measured(record, "signal"), measured(record, "inactive")
+    if not signals:
         return ""
-    first, last = measured[0], measured[-1]
-    peaks = summarise(record)["inactive_max"]
+    first, last = signals[0], signals[-1]
+    depth = len(first["signal"])
+    now = inactive[-1]["inactive"] if inactive else [None] * depth
+    peaks = summarise(record)["inactive_max"] or [None] * depth
+    share = lambda v: "-" if v is None else f"{v:.1%}"
     header = ["layer", "inactive", "at most", f"signal step {first['step']}", f"signal step {last['step']}"]
-    rows = [[str(i), f"{now:.1%}", f"{peak:.1%}", f"{s0:.2e}", f"{s1:.2e}"]
-            for i, (now, peak, s0, s1) in enumerate(zip(last["inactive"], peaks, first["signal"], last["signal"]), 1)]
+    rows = [[str(i), share(a), share(b), f"{s0:.2e}", f"{s1:.2e}"]
+            for i, (a, b, s0, s1) in enumerate(zip(now, peaks, first["signal"], last["signal"]), 1)]
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
     return ("layers   per hidden layer, 1 next to the input (docs/diagnostics.md: how to read them)\n"

@@ -5,7 +5,8 @@ groups are named for that order: ``accuracy`` and ``loss`` first, then ``per_lay
 diagnostics of ``mlp.diagnostics``, one card per metric and hidden layer, layers of one metric
 side by side), ``predictions`` and ``samples`` (images), ``summary`` (the run's diagnostics in
 two numbers) and ``training`` (learning rate, speed).  Every tag carries a description (the
-(i) beside a card's title), written with its first value.
+(i) beside a card's title), written with its first value; values are written in TensorBoard's
+tensor format, the one whose descriptions its default (fast) loader keeps.
 
 - ``loss/step`` every ``train.log_every`` steps, ``training/lr`` with it (x = optimizer step);
 - ``accuracy/train|val``, ``loss/train|val``, ``training/samples_per_s`` per epoch (x = epoch),
@@ -34,8 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.util.tensor_util import make_tensor_proto
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import custom_scalars, hparams, histogram
+from torch.utils.tensorboard.summary import custom_scalars, hparams
 from torch.utils.tensorboard.summary import image as image_summary
 
 from mlp.config import activation_label
@@ -147,14 +152,14 @@ class RunLogger:
         self._image("samples/inputs", denormalise(examples, mean, std), 0, "NCHW")
 
     def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.file_writer.add_summary(scalar_pb(tag, float(value), self._description(tag)), step)
+
+    def _description(self, tag: str) -> str | None:
+        """A tag's description, the first time it is written (TensorBoard keeps the first it sees)."""
         if tag in self.described:
-            self.writer.add_scalar(tag, value, step)
-            return
+            return None
         self.described.add(tag)
-        metadata = SummaryMetadata(summary_description=describe(tag), display_name=tag,
-                                   plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
-        self.writer.file_writer.add_summary(
-            Summary(value=[Summary.Value(tag=tag, simple_value=float(value), metadata=metadata)]), step)
+        return describe(tag)
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
@@ -184,10 +189,7 @@ class RunLogger:
         for i, tensors in enumerate(layers):
             for name, tensor in tensors.items():
                 tag = layer_tag(name, i)
-                summary = histogram(tag, tensor.detach().float().cpu().numpy(), self.writer.default_bins)
-                if tag not in self.described:
-                    self.described.add(tag)
-                    summary.value[0].metadata.summary_description = describe(tag)
+                summary = histogram_summary(tag, tensor.detach().float().cpu().numpy(), self._description(tag))
                 self.writer.file_writer.add_summary(summary, step)
 
     def diagnostics_summary(self, epoch: int, summary: dict[str, Any]) -> None:
@@ -228,10 +230,12 @@ class RunLogger:
 
     def _image(self, tag: str, image, step: int, dataformats: str) -> None:
         summary = image_summary(tag, image, dataformats=dataformats)  # a batch (NCHW) is tiled into one grid
-        if tag not in self.described:
-            self.described.add(tag)
-            summary.value[0].metadata.summary_description = describe(tag)
-        self.writer.file_writer.add_summary(summary, step)
+        encoded = summary.value[0].image
+        content = np.array([str(encoded.width).encode(), str(encoded.height).encode(), encoded.encoded_image_string],
+                           dtype=object)
+        metadata = image_metadata.create_summary_metadata(None, self._description(tag))
+        self.writer.file_writer.add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(content))]), step)
 
     def close(self) -> None:
         """Flush and close the event file; a second call does nothing."""
@@ -262,6 +266,19 @@ def scalars_layout(depth: int) -> dict[str, dict[str, list]]:
         "per layer: the layers of one run (select one run)": layers,
         "per layer: one layer across runs": across,
     }
+
+
+def histogram_summary(tag: str, values: np.ndarray, description: str | None, buckets: int = 30) -> Summary:
+    """A histogram in TensorBoard's tensor format (left edge, right edge, count per bucket), which,
+    unlike the older format, keeps its description in TensorBoard's default loader."""
+    values = values[np.isfinite(values)]
+    if values.size:
+        counts, edges = np.histogram(values, bins=buckets)
+    else:
+        counts, edges = np.zeros(buckets), np.zeros(buckets + 1)
+    table = np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64)
+    metadata = histogram_metadata.create_summary_metadata(None, description)
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(table))])
 
 
 def log_activations(log_dir: Path, figures: dict[str, np.ndarray], pixels: dict[str, torch.Tensor],

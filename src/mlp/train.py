@@ -34,7 +34,7 @@ from mlp.evaluate import evaluate, misclassified
 from mlp.model import build_model, count_parameters
 from mlp.tensorboard import RunLogger
 
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json")
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
