@@ -60,7 +60,7 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
         assert [e.step for e in events.Scalars(f"per_layer/inactive/{i}")] == [5, 10, 15]
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(tags["histograms"])
     assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
-            "predictions/per_class_accuracy_test"} == set(tags["images"])
+            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(tags["images"])
     assert {"loss/step", "loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val", "accuracy/test",
             "training/lr", "training/samples_per_s", "summary/inactive_max", "summary/signal_ratio_first"} \
         <= set(tags["scalars"])
@@ -91,6 +91,7 @@ def test_epoch_mode_histogram_interval_and_off(tiny_config):
     assert [e.step for e in events.Scalars("per_layer/inactive/1")] == [16, 32, 48]  # 16 steps an epoch
     assert [e.step for e in events.Scalars("per_layer/signal/1")] == [16, 32, 48]
     assert [e.step for e in events.Histograms("per_layer/weights/1")] == [32]
+    assert [e.step for e in events.Images("accuracy/epochs")] == [1, 2, 3]  # exact per-epoch curves, each epoch
 
     run = _fit(tiny_config, ["train.diagnostics=off"], run_dir="off")
     tags = _events(run).Tags()
@@ -172,6 +173,9 @@ class _Recorder:
 
     def diagnostics_summary(self, epoch, summary):
         self.summaries.append((epoch, summary))
+
+    def epoch_curves(self, epoch):
+        pass
 
 
 def _diagnostics(model, cfg, recorder, **kwargs):
@@ -370,7 +374,7 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
     assert [tag for tag, info in scalars.items() if not info["description"]] == []  # every tag says what it is
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(histograms)
     assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
-            "predictions/per_class_accuracy_test"} == set(images)
+            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(images)
     assert [c["title"] for c in layout["category"]][0] == "accuracy and loss"
     # HParams: the settings that matter come first (TensorBoard shows the first five), integers as written
     infos = experiment["hparamInfos"]

@@ -216,8 +216,10 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
     _make_folder(out)
     runs = plan(config, names, sets, out)
     reused = [r.activation for r in runs if r.state in ("finished", "diverged")]
-    _say(f"compare  {len(runs)} activations, {base.model.depth} hidden layers of "
-         f"{'-'.join(map(str, base.model.widths)) or 'none'}, {base.data.dataset}, {base.train.epochs} "
+    widths = base.model.widths
+    shape = f"of {widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+    _say(f"compare  {len(runs)} activations, {base.model.depth} hidden layers {shape}, {base.data.dataset}, "
+         f"{base.train.epochs} "
          f"epoch{'s' * (base.train.epochs > 1)} each, in {out}"
          + (f" (reusing {', '.join(reused)})" if reused else ""))
     todo = [r for r in runs if r.state not in ("finished", "diverged")]

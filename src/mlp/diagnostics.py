@@ -288,6 +288,7 @@ class LayerDiagnostics:
         if self.histogram_every and epoch % self.histogram_every == 0:
             self.logger.layer_histograms(step, [layer.histograms() for layer in self.layers])
         self.logger.diagnostics_summary(epoch, summarise(self.record))
+        self.logger.epoch_curves(epoch)  # a figure: it comes and goes with the diagnostics, as the others do
         self.save()
 
     def _arm(self) -> None:

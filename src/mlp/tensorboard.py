@@ -46,9 +46,11 @@ from torch.utils.tensorboard.summary import image as image_summary
 from mlp.config import activation_label
 
 SAMPLE_IMAGES = 64  # in the samples/inputs grid
-_PER_EPOCH = (" One point per epoch: TensorBoard's default smoothing (0.6) and 'Ignore outliers in "
-              "chart scaling' bend and clip a short series; open TensorBoard at /?smoothing=0 and "
-              "untick that box in Settings to see each epoch as it was.")
+_PER_EPOCH = (" One point per epoch. TensorBoard's defaults bend such a short series: smoothing (0.6) "
+              "pulls each point towards the earlier ones, and 'Ignore outliers in chart scaling' sets the "
+              "y range from the 5th to the 95th percentile of the points, which leaves the first and last "
+              "epochs outside the chart. The image accuracy/epochs draws the same numbers as they are "
+              "(or set smoothing to 0 and untick that box in Settings).")
 DESCRIPTIONS = {
     "accuracy/train": "Share of the epoch's training images classified correctly, counted during training "
                       "(dropout and augmentation on)." + _PER_EPOCH,
@@ -68,6 +70,8 @@ DESCRIPTIONS = {
                                   "vanishes on its way back to the input (per_layer/signal).",
     "summary/signal_ratio_last": "The same ratio at the latest measured step.",
     "samples/inputs": "The first training images, as the network sees them before normalisation.",
+    "accuracy/epochs": "Accuracy and loss after each epoch, training and validation, drawn as they are (no "
+                       "smoothing, no range trimming): the per-epoch charts below show the same numbers.",
     "predictions/misclassified_val": "Validation images the best checkpoint gets wrong, with predicted and "
                                      "true class (misclassified_test when there is no validation split).",
     "predictions/confusion_matrix_test": "Test split: true class (rows) against predicted class (columns).",
@@ -128,6 +132,9 @@ class RunLogger:
         # those ranks call only step(), epoch() and close(), which then do nothing.
         self.writer = None
         self.described: set[str] = set()  # tags whose description is written (with their first value)
+        self.epochs: list[dict] = []  # every epoch's record, for the accuracy/epochs figure
+        if enabled and purge_step is not None:  # a resumed run: the epochs before it
+            self.epochs = _finished_epochs(Path(run_dir), purge_step)
         if enabled:
             if purge_step is not None:
                 _wait_for_a_later_second(Path(run_dir))
@@ -177,6 +184,13 @@ class RunLogger:
                     self.scalar(f"{metric}/{split}", value, epoch)
         if record.get("samples_per_s") is not None:
             self.scalar("training/samples_per_s", record["samples_per_s"], epoch)
+        self.epochs = [r for r in self.epochs if r["epoch"] < epoch] + [record]
+
+    def epoch_curves(self, epoch: int) -> None:
+        """The per-epoch accuracy and loss so far as one figure (``accuracy/epochs``), exact where
+        TensorBoard's chart defaults bend a series of a few points."""
+        if self.writer is not None and self.epochs:
+            self._figure("accuracy/epochs", epochs_figure(self.epochs), epoch)
 
     def layer_stats(self, step: int, metrics: dict[str, list[float | None]]) -> None:
         """``metrics``: metric name → one value per hidden layer (None where not measured)."""
@@ -252,6 +266,41 @@ def _wait_for_a_later_second(run_dir: Path) -> None:
                if p.name.split(".")[3].isdigit()]
     while seconds and time.time() < max(seconds) + 1:
         time.sleep(0.05)
+
+
+def _finished_epochs(run_dir: Path, purge_step: int) -> list[dict]:
+    import json
+
+    try:
+        epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+        return [r for r in epochs if r["step"] < purge_step]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def epochs_figure(epochs: list[dict]):
+    """Accuracy (left) and loss (right) after each epoch, training and validation, every point marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2, sharex=True)
+    x = [r["epoch"] for r in epochs]
+    for split, colour in (("train", "#0072B2"), ("val", "#D55E00")):
+        for ax, metric, scale in ((ax_acc, "accuracy", 100), (ax_loss, "loss", 1)):
+            points = [(e, r[f"{split}_{metric}"] * scale) for e, r in zip(x, epochs)
+                      if r.get(f"{split}_{metric}") is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=colour, lw=2, label=split)
+                ax.annotate(f"{points[-1][1]:.2f}%" if metric == "accuracy" else f"{points[-1][1]:.4f}",
+                            points[-1], textcoords="offset points", xytext=(4, 4), color=colour, fontsize=10)
+    ax_acc.set(title="accuracy after each epoch", xlabel="epoch", ylabel="accuracy (%)")
+    ax_loss.set(title="loss after each epoch", xlabel="epoch", ylabel="cross-entropy")
+    for ax in (ax_acc, ax_loss):
+        ax.margins(x=0.2, y=0.12)  # room for the last values' labels
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
 
 
 def scalars_layout(depth: int) -> dict[str, dict[str, list]]:
