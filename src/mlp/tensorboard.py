@@ -37,7 +37,10 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
-from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+from tensorboard.compat.proto.types_pb2 import DT_FLOAT
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.util.tensor_util import make_tensor_proto
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import custom_scalars, hparams
@@ -46,6 +49,8 @@ from torch.utils.tensorboard.summary import image as image_summary
 from mlp.config import activation_label
 
 SAMPLE_IMAGES = 64  # in the samples/inputs grid
+_SCALAR = TensorShapeProto()  # a 0-d tensor
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(None, None)
 _PER_EPOCH = (" One point per epoch. TensorBoard's defaults bend such a short series: smoothing (0.6) "
               "pulls each point towards the earlier ones, and 'Ignore outliers in chart scaling' sets the "
               "y range from the 5th to the 95th percentile of the points, which leaves the first and last "
@@ -159,7 +164,17 @@ class RunLogger:
         self._image("samples/inputs", denormalise(examples, mean, std), 0, "NCHW")
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.file_writer.add_summary(scalar_pb(tag, float(value), self._description(tag)), step)
+        self.scalars({tag: value}, step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Several scalars of one step in one event (one write instead of one per tag)."""
+        summary = Summary()
+        for tag, value in values.items():
+            description = self._description(tag)
+            summary.value.add(tag=tag, tensor=TensorProto(dtype=DT_FLOAT, float_val=[value], tensor_shape=_SCALAR),
+                              metadata=scalar_metadata.create_summary_metadata(None, description)
+                              if description else _SCALAR_METADATA)
+        self.writer.file_writer.add_summary(summary, step)
 
     def _description(self, tag: str) -> str | None:
         """A tag's description, the first time it is written (TensorBoard keeps the first it sees)."""
@@ -171,8 +186,7 @@ class RunLogger:
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
             return
-        self.scalar("loss/step", loss, step)
-        self.scalar("training/lr", lr, step)
+        self.scalars({"loss/step": loss, "training/lr": lr}, step)
 
     def epoch(self, epoch: int, record: dict) -> None:
         if self.writer is None:
@@ -194,10 +208,8 @@ class RunLogger:
 
     def layer_stats(self, step: int, metrics: dict[str, list[float | None]]) -> None:
         """``metrics``: metric name → one value per hidden layer (None where not measured)."""
-        for name, values in metrics.items():
-            for i, value in enumerate(values):
-                if value is not None:
-                    self.scalar(layer_tag(name, i), value, step)
+        self.scalars({layer_tag(name, i): value for name, values in metrics.items()
+                      for i, value in enumerate(values) if value is not None}, step)
 
     def layer_histograms(self, step: int, layers: list[dict[str, torch.Tensor]]) -> None:
         for i, tensors in enumerate(layers):
