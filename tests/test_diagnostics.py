@@ -1,6 +1,7 @@
-"""Activation diagnostics, hparams and figures in TensorBoard; `mlp activations`; `mlp eval --plots`."""
+"""Per-layer diagnostics, TensorBoard's tags, layout and hparams, figures; `mlp activations`, `mlp eval --plots`."""
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -10,20 +11,22 @@ import urllib.request
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from conftest import run_mlp
+from tbevents import read_events
 from mlp.cli import app
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.diagnostics import LayerDiagnostics
+from mlp.diagnostics import LayerDiagnostics, Schedule, flat_tails
 from mlp.evaluate import evaluate
-from mlp.model import build_model
-from mlp.tensorboard import HPARAM_METRICS
+from mlp.model import build_model, hidden_layers
+from mlp.tensorboard import HPARAM_METRICS, MAIN_HPARAMS
 from mlp.train import fit
 
-LAYER_SCALARS = ("act_mean", "act_std", "grad_norm", "weight_norm")
-HISTOGRAMS = ("weights", "preact", "act", "grad")
+LAYER_SCALARS = ("signal", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
+HISTOGRAMS = ("weights", "preactivations", "activations", "weight_grads")
 
 
 def _fit(path, overrides=(), run_dir="run"):
@@ -31,86 +34,128 @@ def _fit(path, overrides=(), run_dir="run"):
 
 
 def _events(run):
-    return EventAccumulator(str(run), size_guidance={"scalars": 0, "histograms": 0, "images": 0}).Reload()
+    return read_events(run)
 
 
 def _values(events, tag):
     return [e.value for e in events.Scalars(tag)]
 
 
-def test_a_run_logs_layer_statistics_histograms_images_and_graph(tiny_config):
-    # lr 1e-4 for one epoch leaves mistakes to show in val/misclassified
+def test_the_schedule_is_dense_at_the_start_then_regular_and_at_every_epoch_end():
+    steps = Schedule("step", log_every=10, steps_per_epoch=25)
+    assert [s for s in range(1, 61) if s in steps] == [1, 2, 4, 8, 10, 20, 25, 30, 40, 50, 60]
+    assert [s for s in range(1, 61) if steps.interval_end(s)] == [10, 20, 30, 40, 50, 60]
+    epochs = Schedule("epoch", log_every=10, steps_per_epoch=25)
+    assert [s for s in range(1, 61) if s in epochs] == [25, 50]
+    assert [s for s in range(1, 61) if epochs.interval_end(s)] == [25, 50]
+
+
+def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layout(tiny_config):
     run = _fit(tiny_config, ["model.depth=2", "train.epochs=1", "optimizer.lr=0.0001"])
     events = _events(run)
     tags = events.Tags()
-    step_logs = [e.step for e in events.Scalars("step/loss")]
-    for i in (0, 1):
-        for name in (*LAYER_SCALARS, "dead_fraction"):
-            assert [e.step for e in events.Scalars(f"layers/{i}/{name}")] == step_logs
-        assert f"layers/{i}/saturated_fraction" not in tags["scalars"]  # ReLU does not saturate
-    assert {f"layers/{i}/{h}" for i in (0, 1) for h in HISTOGRAMS} == set(tags["histograms"])
-    assert {"inputs/samples", "val/misclassified", "test/confusion_matrix", "test/per_class_accuracy"} \
-        == set(tags["images"])
+    for i in (1, 2):  # 16 steps, log_every 5
+        for name in LAYER_SCALARS:
+            assert [e.step for e in events.Scalars(f"per_layer/{name}/{i}")] == [1, 2, 4, 5, 10, 15, 16]
+        assert [e.step for e in events.Scalars(f"per_layer/inactive/{i}")] == [5, 10, 15]
+    assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(tags["histograms"])
+    assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
+            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(tags["images"])
+    assert {"loss/step", "loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val", "accuracy/test",
+            "training/lr", "training/samples_per_s", "summary/inactive_max", "summary/signal_ratio_first"} \
+        <= set(tags["scalars"])
+    for tag in tags["scalars"] + tags["histograms"] + tags["images"]:
+        assert len(events.SummaryMetadata(tag).summary_description) > 30, tag  # what it is, how to read it
+    assert "pre-activation" in events.SummaryMetadata("per_layer/signal/2").summary_description
     assert tags["graph"]
-    grid = events.Images("inputs/samples")[0]
+    grid = events.Images("samples/inputs")[0]
     assert (grid.width, grid.height) == (8 * 28, 8 * 28)  # 64 images of 28 px in an 8×8 grid
-    assert all(v > 0.0 for v in _values(events, "layers/0/act_mean"))
+    # the custom-scalars layout: every layer of a metric on one chart, each layer across runs on another
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    assert charts["signal, every layer"] == [r"^per_layer/signal/\d+$"]
+    assert charts["inactive, layer 2"] == [r"^per_layer/inactive/2$"]
     # one training is one run: a single event file, no sub-run folder as add_hparams would make
     assert [p.name for p in run.iterdir() if p.is_dir()] == []
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    record = json.loads((run / "diagnostics.json").read_text())
+    assert [m["step"] for m in record["measurements"]] == [1, 2, 4, 5, 10, 15, 16]
+    assert [d["step"] for d in record["distributions"]] == [1, 16] and record["epoch_ends"] == [16]
 
 
 def test_epoch_mode_histogram_interval_and_off(tiny_config):
     run = _fit(tiny_config, ["train.diagnostics=epoch", "train.histogram_every=2", "train.epochs=3"], run_dir="epoch")
     events = _events(run)
-    assert [e.step for e in events.Scalars("layers/0/dead_fraction")] == [16, 32, 48]  # 16 steps an epoch
-    assert [e.step for e in events.Histograms("layers/0/weights")] == [32]
+    assert [e.step for e in events.Scalars("per_layer/inactive/1")] == [16, 32, 48]  # 16 steps an epoch
+    assert [e.step for e in events.Scalars("per_layer/signal/1")] == [16, 32, 48]
+    assert [e.step for e in events.Histograms("per_layer/weights/1")] == [32]
+    assert [e.step for e in events.Images("accuracy/epochs")] == [1, 2, 3]  # exact per-epoch curves, each epoch
 
     run = _fit(tiny_config, ["train.diagnostics=off"], run_dir="off")
     tags = _events(run).Tags()
-    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith("layers/")]
+    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith(("per_layer/", "summary/"))]
     # the end-of-run figures go with the diagnostics; the input grid and the metrics stay
-    assert tags["images"] == ["inputs/samples"] and "val/accuracy" in tags["scalars"]
+    assert tags["images"] == ["samples/inputs"] and "accuracy/val" in tags["scalars"]
+    assert not (run / "diagnostics.json").exists()
 
 
 def test_dead_relu_units_show_after_a_too_high_learning_rate(tiny_config):
     healthy = _events(_fit(tiny_config, ["model.depth=3"], run_dir="healthy"))
     broken = _events(_fit(tiny_config, ["model.depth=3", "optimizer.lr=1.0"], run_dir="broken"))
-    for i in range(3):
-        assert max(_values(healthy, f"layers/{i}/dead_fraction")) < 0.05
-    assert max(_values(broken, f"layers/{i}/dead_fraction")[-1] for i in range(3)) > 0.3
+    for i in (1, 2, 3):
+        assert max(_values(healthy, f"per_layer/inactive/{i}")) < 0.05
+    assert max(_values(broken, f"per_layer/inactive/{i}")[-1] for i in (1, 2, 3)) > 0.3
+    assert max(_values(broken, "summary/inactive_max")) > 0.3
 
 
 def test_sigmoid_saturation_shows_when_the_learning_rate_is_too_high(tiny_config):
+    # A saturated unit is stuck near 0 or 1 for every image of an interval (a unit that is 0 for
+    # some images and 1 for others still passes gradient through the ones in between).
     healthy = _events(_fit(tiny_config, ["model.activation=sigmoid"], run_dir="healthy"))
-    hot = _events(_fit(tiny_config, ["model.activation=sigmoid", "optimizer.lr=0.3"], run_dir="hot"))
-    assert _values(healthy, "layers/0/saturated_fraction")[0] < 0.05
-    assert min(_values(hot, "layers/0/saturated_fraction")[1:]) > 0.9
-    assert "layers/0/dead_fraction" not in healthy.Tags()["scalars"]
+    hot = _events(_fit(tiny_config, ["model.activation=sigmoid", "optimizer.lr=3.0"], run_dir="hot"))
+    assert max(_values(healthy, "per_layer/inactive/1")) == 0.0
+    assert max(_values(hot, "per_layer/inactive/1")) > 0.1
 
 
-def test_gradients_vanish_towards_the_input_in_a_deep_sigmoid_stack(tiny_config):
+def test_the_signal_vanishes_towards_the_input_in_a_deep_sigmoid_stack(tiny_config):
     def first_over_last(activation):
         run = _fit(tiny_config, ["model.depth=5", f"model.activation={activation}", "train.epochs=1"],
                    run_dir=activation)
         events = _events(run)
-        return _values(events, "layers/0/grad_norm")[0] / _values(events, "layers/4/grad_norm")[0]
+        return _values(events, "per_layer/signal/1")[0] / _values(events, "per_layer/signal/5")[0]
 
     assert first_over_last("sigmoid") < 0.1
-    assert first_over_last("relu") > 0.5
+    assert 1 / 3 < first_over_last("relu") < 3
 
 
 def test_learnable_activation_parameters_are_followed(tiny_config):
     prelu = _events(_fit(tiny_config, ["model.activation=prelu"], run_dir="prelu"))
-    slopes = _values(prelu, "layers/0/prelu_slope")
+    slopes = _values(prelu, "per_layer/prelu_slope/1")
     assert slopes[-1] != pytest.approx(0.25, abs=1e-3)  # it starts at 0.25 and trains
     swish = _events(_fit(tiny_config, ["model.activation={name: swish, learnable: true}"], run_dir="swish"))
-    assert _values(swish, "layers/0/swish_beta")[-1] != pytest.approx(1.0, abs=1e-3)
-    assert "layers/0/dead_fraction" not in swish.Tags()["scalars"]
+    assert _values(swish, "per_layer/swish_beta/1")[-1] != pytest.approx(1.0, abs=1e-3)
 
 
-def _model_and_batch(activation, tiny_config):
-    cfg = load_config(tiny_config, [f"model.activation={activation}", "model.depth=2"])
+@pytest.mark.parametrize("activation, low, high", [
+    ("relu", 0.0, None), ("leaky_relu", 0.0, None), ("relu6", 0.0, 6.0), ("sigmoid", -4.59, 4.59),
+    ("tanh", -2.99, 2.99), ("softsign", -9.0, 9.0), ("elu", -4.6, None), ("gelu", -3.07, None), ("silu", -6.26, None),
+    ("{name: leaky_relu, negative_slope: 0.1}", None, None), ("identity", None, None), ("prelu", None, None),
+])
+def test_flat_tails_are_where_the_derivative_is_at_most_a_hundredth(activation, low, high):
+    import math
+    import yaml
+
+    from mlp.model import make_activation
+
+    found_low, found_high = (float(t.max()) for t in flat_tails(make_activation(yaml.safe_load(activation), 4)))
+    assert (found_low == pytest.approx(low, abs=0.02)) if low is not None else found_low == -math.inf
+    assert (found_high == pytest.approx(high, abs=0.02)) if high is not None else found_high == math.inf
+
+
+def _model_and_batch(activation, tiny_config, depth=2):
+    cfg = load_config(tiny_config, [f"model.activation={activation}", f"model.depth={depth}", "train.log_every=1"])
     data = load_data(cfg.data, torch.device("cpu"), cfg.seed)
     model = build_model(cfg.model, data.input_shape, len(data.classes))
     return cfg, model, data
@@ -118,13 +163,54 @@ def _model_and_batch(activation, tiny_config):
 
 class _Recorder:
     def __init__(self):
-        self.stats, self.histograms = [], []
+        self.stats, self.histograms, self.summaries = [], [], []
 
-    def layer_stats(self, step, layers):
-        self.stats.append((step, layers))
+    def layer_stats(self, step, metrics):
+        self.stats.append((step, metrics))
 
     def layer_histograms(self, step, layers):
         self.histograms.append((step, layers))
+
+    def diagnostics_summary(self, epoch, summary):
+        self.summaries.append((epoch, summary))
+
+    def epoch_curves(self, epoch):
+        pass
+
+
+def _diagnostics(model, cfg, recorder, **kwargs):
+    return LayerDiagnostics(model, cfg.model.activation, cfg.train, recorder, steps_per_epoch=1000, **kwargs)
+
+
+def test_signal_grad_rms_and_update_ratio_are_exact(tiny_config):
+    cfg, model, data = _model_and_batch("tanh", tiny_config, depth=3)
+    cfg.train.log_every = 10
+    recorder = _Recorder()
+    diagnostics = _diagnostics(model, cfg, recorder)  # armed for step 1
+    outputs = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    for block in hidden_layers(model):
+        block.linear.register_forward_hook(keep)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [b.linear.weight.detach().clone() for b in hidden_layers(model)]
+    x, y = data.train.images[:48], data.train.labels[:48]
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    diagnostics.after_step(1)
+    (step, metrics), = recorder.stats
+    blocks = hidden_layers(model)
+    expected_signal = [48 * o.grad.pow(2).mean().sqrt().item() for o in outputs]  # per example: × batch size
+    expected_grad = [b.linear.weight.grad.pow(2).mean().sqrt().item() for b in blocks]
+    expected_update = [((b.linear.weight - w).norm() / w.norm()).item() for b, w in zip(blocks, before)]
+    assert step == 1 and "inactive" not in metrics  # step 1 closes no interval (of 10 steps)
+    assert metrics["signal"] == pytest.approx(expected_signal, rel=1e-5)
+    assert metrics["grad_rms"] == pytest.approx(expected_grad, rel=1e-5)
+    assert metrics["update_ratio"] == pytest.approx(expected_update, rel=1e-4)
+    diagnostics.close()
 
 
 def test_hooks_measure_exactly_and_only_while_training(tiny_config):
@@ -134,30 +220,30 @@ def test_hooks_measure_exactly_and_only_while_training(tiny_config):
     recorder = _Recorder()
     diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, recorder)
     x, y = data.train.images[:64], data.train.labels[:64]
-    torch.nn.functional.cross_entropy(model(x), y).backward()
+    F.cross_entropy(model(x), y).backward()
     evaluate(model, data.val, len(data.classes))  # eval mode: must not be counted
-    diagnostics.end_interval(1)
-    (step, (first, second)), = recorder.stats
-    assert step == 1 and first["dead_fraction"] == 1.0 and first["act_mean"] == 0.0
-    assert first["grad_norm"] == 0.0 and second["dead_fraction"] == 1.0  # nothing flows through
-    assert first["weight_norm"] == pytest.approx(model.hidden0.linear.weight.norm().item())
+    diagnostics.after_step(1)
+    (step, metrics), = recorder.stats
+    assert step == 1 and metrics["inactive"] == [1.0, 1.0] and metrics["act_mean"][0] == 0.0
+    assert metrics["grad_rms"][0] == 0.0 and metrics["signal"][0] == 0.0  # nothing flows through
+    assert metrics["weight_rms"][0] == pytest.approx(model.hidden0.linear.weight.pow(2).mean().sqrt().item())
 
-    diagnostics.end_interval(2)  # no training step since: only the weights are there to report
-    assert set(recorder.stats[1][1][0]) == {"weight_norm"}
+    diagnostics.after_step(2)  # no training batch since: nothing to call inactive, no signal caught
+    assert recorder.stats[1][1]["inactive"] == [0.0, 0.0] and "signal" not in recorder.stats[1][1]
     diagnostics.close()
     model(x).sum().backward()
-    diagnostics.end_interval(3)
-    assert set(recorder.stats[2][1][0]) == {"weight_norm"}  # the hooks are gone
+    assert len(recorder.stats) == 2  # the hooks are gone
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_unit_alive_in_one_batch_of_an_interval_is_not_dead(tiny_config, precision):
+def test_a_unit_alive_in_one_batch_of_an_interval_is_not_inactive(tiny_config, precision):
     """A unit that fires in a single batch of a long interval counts as alive; one that never
-    fires is dead."""
+    fires is inactive."""
     cfg, model, data = _model_and_batch("relu", tiny_config)
+    cfg.train.log_every = 71
     width = model.hidden0.linear.out_features
     recorder = _Recorder()
-    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, recorder)
+    diagnostics = _diagnostics(model, cfg, recorder)
     x = data.train.images[:8]
     alive_at = {0: 3, 1: 37, 2: 65}  # unit -> the only batch it fires in
     with torch.no_grad():
@@ -169,31 +255,59 @@ def test_a_unit_alive_in_one_batch_of_an_interval_is_not_dead(tiny_config, preci
                     model.hidden0.linear.bias[unit] = 1.0  # ... but this one, in this batch
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 model(x)
-    diagnostics.end_interval(1)
-    first = recorder.stats[0][1][0]
-    assert first["dead_fraction"] == pytest.approx((width - len(alive_at)) / width)
-    with torch.no_grad():
-        model(x)  # a fresh interval: the last weights leave every unit dead
-    diagnostics.end_interval(2)
-    assert recorder.stats[1][1][0]["dead_fraction"] == 1.0
+            diagnostics.after_step(batch + 1)
+    step, metrics = recorder.stats[-1]
+    assert step == 71 and metrics["inactive"][0] == pytest.approx((width - len(alive_at)) / width)
+    assert all("inactive" not in m for _, m in recorder.stats[:-1])  # 1, 2, 4, ..., 64: no interval closed
     diagnostics.close()
 
 
-def test_saturation_of_a_sigmoid_layer_with_huge_weights(tiny_config):
-    cfg, model, data = _model_and_batch("sigmoid", tiny_config)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softsign"])
+def test_units_saturated_at_either_end_are_inactive(tiny_config, activation):
+    cfg, model, data = _model_and_batch(activation, tiny_config)
     recorder = _Recorder()
-    diagnostics = LayerDiagnostics(model, cfg.model.activation, cfg.train, recorder)
+    diagnostics = _diagnostics(model, cfg, recorder)
     x = data.train.images[:64]
     model(x)
-    diagnostics.end_interval(1)
+    diagnostics.after_step(1)
     with torch.no_grad():
-        model.hidden0.linear.weight.mul_(100)
+        model.hidden0.linear.weight.mul_(1e5)  # every unit far out on one side or the other, per image
     model(x)
-    diagnostics.end_interval(2)
-    (_, (xavier, _)), (_, (huge, _)) = recorder.stats
-    assert xavier["saturated_fraction"] < 0.05 and huge["saturated_fraction"] > 0.95
-    assert "dead_fraction" not in huge
+    diagnostics.after_step(2)
+    (_, initial), (_, huge) = recorder.stats
+    assert initial["inactive"][0] < 0.05 and huge["inactive"][0] > 0.95
     diagnostics.close()
+
+
+def test_a_resumed_run_keeps_the_measurements_before_its_step(tiny_config, monkeypatch):
+    from test_resume import _signal_at_step
+
+    from mlp.errors import Interrupted
+    from mlp.train import resume_target
+
+    with monkeypatch.context() as m:
+        _signal_at_step(m, 23, signal.SIGINT)
+        with pytest.raises(Interrupted) as stopped:
+            _fit(tiny_config, ["train.epochs=2"], run_dir="stopped")
+    kept = json.loads((stopped.value.run_dir / "diagnostics.json").read_text())
+    assert [m["step"] for m in kept["measurements"]][-2:] == [16, 20]
+    folder = fit(resume_target(stopped.value.run_dir, []), progress=False)
+    straight = _fit(tiny_config, ["train.epochs=2"], run_dir="straight")
+    resumed, whole = (json.loads((f / "diagnostics.json").read_text()) for f in (folder, straight))
+    assert [m["step"] for m in resumed["measurements"]] == [m["step"] for m in whole["measurements"]]
+    assert resumed["epoch_ends"] == whole["epoch_ends"] == [16, 32]
+    assert resumed["summary"]["signal_ratio"] == pytest.approx(whole["summary"]["signal_ratio"])
+
+
+def test_the_end_of_training_prints_each_layer_and_the_tensorboard_command(tiny_config):
+    done = run_mlp("train", "-c", tiny_config, "--set", "model.depth=3", "--set", "train.epochs=1",
+                   "--run-dir", "runs/one", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "inactive" in line and "signal step 1" in line)
+    assert [line.split()[0] for line in lines[header + 1:header + 4]] == ["1", "2", "3"]
+    assert all(line.split()[1].endswith("%") for line in lines[header + 1:header + 4])
+    assert lines[-1].endswith("tensorboard --logdir runs")
 
 
 def _free_port() -> int:
@@ -202,9 +316,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path):
-    run = _fit(tiny_config, ["model.depth=2", "train.epochs=1", "optimizer.lr=0.0001"], run_dir=tmp_path / "runs" / "tiny")
-    test_accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+def _serve(logdir, tmp_path, ready):
+    """Start TensorBoard on ``logdir``, wait until ``ready(get)`` holds, return what it returned."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
 
@@ -214,20 +327,8 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path):
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
-    def everything():
-        runs = get("/data/runs")
-        scalars = get("/data/plugin/scalars/tags").get("tiny", {})
-        histograms = get("/data/plugin/histograms/tags").get("tiny", {})
-        images = get("/data/plugin/images/tags").get("tiny", {})
-        experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
-        groups = get("/data/plugin/hparams/session_groups", {
-            "experimentName": "", "startIndex": 0, "sliceSize": 10,
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-            "colParams": [{"metric": {"tag": "test/accuracy"}}, {"hparam": "model.activation"}]})
-        return runs, scalars, histograms, images, experiment, groups
-
     log = open(tmp_path / "tensorboard.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "runs"),
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
                                "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -235,34 +336,60 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path):
         while True:
             assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
             try:
-                runs, scalars, histograms, images, experiment, groups = everything()
-                if "val/misclassified" in images and groups.get("sessionGroups"):
-                    break  # the whole event file is loaded
+                answer = ready(get)
+                if answer:
+                    return answer
             except (urllib.error.URLError, ConnectionError):
                 pass
-            assert time.monotonic() < deadline, "tensorboard did not serve the run within 120 s"
+            assert time.monotonic() < deadline, "tensorboard did not serve the runs within 120 s"
             time.sleep(0.5)
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
 
+
+def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, fake_root):
+    run = _fit(tiny_config, ["model.depth=2", "train.epochs=1", "optimizer.lr=0.0001"], run_dir=tmp_path / "runs" / "tiny")
+    test_accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+
+    def everything(get):
+        images = get("/data/plugin/images/tags").get("tiny", {})
+        groups = get("/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 10,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [{"metric": {"tag": "accuracy/test"}}, {"hparam": "model.activation"}]})
+        if "predictions/misclassified_val" not in images or not groups.get("sessionGroups"):
+            return None  # the whole event file is not loaded yet
+        return (get("/data/runs"), get("/data/plugin/scalars/tags").get("tiny", {}),
+                get("/data/plugin/histograms/tags").get("tiny", {}), images,
+                get("/data/plugin/hparams/experiment", {"experimentName": ""}), groups,
+                get("/data/plugin/custom_scalars/layout"))
+
+    runs, scalars, histograms, images, experiment, groups, layout = _serve(tmp_path / "runs", tmp_path, everything)
     assert runs == ["tiny"]
-    assert {"step/loss", "train/accuracy", "val/accuracy", "test/accuracy", "layers/0/dead_fraction",
-            "layers/1/grad_norm", "layers/1/weight_norm", "layers/0/act_std"} <= set(scalars)
-    assert {f"layers/{i}/{h}" for i in (0, 1) for h in HISTOGRAMS} == set(histograms)
-    assert {"inputs/samples", "val/misclassified", "test/confusion_matrix", "test/per_class_accuracy"} == set(images)
-    hparam_names = {h["name"] for h in experiment["hparamInfos"]}
-    assert {"model.activation", "model.width", "model.depth", "optimizer.lr", "optimizer.name",
-            "train.batch_size", "data.dataset"} <= hparam_names
+    assert {"loss/step", "accuracy/train", "accuracy/val", "accuracy/test", "per_layer/inactive/1",
+            "per_layer/signal/2", "per_layer/update_ratio/2", "summary/signal_ratio_first"} <= set(scalars)
+    assert [tag for tag, info in scalars.items() if not info["description"]] == []  # every tag says what it is
+    assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(histograms)
+    assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
+            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(images)
+    assert [c["title"] for c in layout["category"]][0] == "accuracy and loss"
+    # HParams: the settings that matter come first (TensorBoard shows the first five), integers as written
+    infos = experiment["hparamInfos"]
+    assert [h["name"] for h in infos[:5]] == sorted(MAIN_HPARAMS) and all(h.get("differs") for h in infos[:5])
+    assert [h.get("displayName") for h in infos[:5]] == [MAIN_HPARAMS[h] for h in sorted(MAIN_HPARAMS)]
     assert [m["name"]["tag"] for m in experiment["metricInfos"]] == list(HPARAM_METRICS)
     (group,) = groups["sessionGroups"]
     assert group["name"] == "tiny" and [s["name"] for s in group["sessions"]] == ["tiny"]
     assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
-    assert group["hparams"]["model.activation"] == "relu" and group["hparams"]["model.width"] == 64
-    assert group["hparams"]["optimizer.lr"] == pytest.approx(0.0001)
+    hparams = group["hparams"]
+    assert hparams["model.activation"] == "relu" and hparams["model.width"] == "64"
+    assert hparams["data.val_size"] == "200" and hparams["optimizer.lr"] == pytest.approx(0.0001)
+    assert hparams["data.root"] == str(fake_root.resolve())  # the folder actually read (MLP_DATA_ROOT)
     metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-    assert metrics["test/accuracy"] == pytest.approx(test_accuracy)
+    assert metrics["accuracy/test"] == pytest.approx(test_accuracy)
+    assert 0.0 <= metrics["summary/inactive_max"] <= 1.0 and metrics["summary/signal_ratio_first"] > 0
 
 
 def test_activations_command_draws_every_activation(tmp_path):

@@ -314,6 +314,30 @@ def sweep(
 
 
 @command
+def compare(
+    config: Path = typer.Option(..., "--config", "-c", help="The YAML config every run starts from "
+                                "(configs/compare.yaml: six hidden layers, a few minutes on a CPU)."),
+    activations: Optional[str] = typer.Option(None, "--activations", "-a", help="Comma-separated activations "
+                                              "(default: relu,leaky_relu,elu,selu,gelu,silu,tanh,sigmoid)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every run (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the runs and the report "
+                                       "(default: runs/<config name>-compare)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs to train at the same time."),
+) -> None:
+    """Train the same network once per activation and write report.html and summary.json comparing them.
+
+    Everything but the activation is equal (seed, data order, widths, recipe; init: auto). Running the
+    same command again reuses finished runs and resumes interrupted ones.
+    Example: mlp compare --config configs/compare.yaml --jobs 2
+    """
+    from mlp.compare import run_compare
+
+    code = run_compare(config, activations, set_, out, jobs)
+    if code:
+        raise typer.Exit(code)
+
+
+@command
 def runs(
     folder: Path = typer.Argument(Path("runs"), metavar="DIR",
                                   help="Where to look for runs (searched recursively).  [default: runs]",

@@ -6,6 +6,7 @@ runs/<name>-<time>/
   last.pth               the latest state: everything needed to resume exactly
   checkpoint.pth         the best epoch on validation accuracy
   metrics.json           status, per-epoch history, best epoch, final test metrics
+  diagnostics.json       per-layer measurements (mlp.diagnostics writes it through write_json)
   events.out.tfevents.*  TensorBoard (mlp.tensorboard.RunLogger writes those)
   .lock                  held by the one process that writes the run
 ```
@@ -31,7 +32,7 @@ from mlp.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load
 from mlp.errors import UserError
 from mlp.files import cause, writing
 
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth")
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json")
 LOCK_FILE = ".lock"
 
 
@@ -134,6 +135,9 @@ class RunFolder:
         if metrics is not None:
             blobs["metrics.json"] = json_bytes({**self.facts, **metrics})
         self._write(blobs)
+
+    def write_json(self, name: str, data: Any) -> None:
+        self._write({name: json_bytes(data)})
 
     def write_status(self, status: str, history: list[dict], best: dict, test: dict | None = None) -> None:
         """metrics.json: ``running``, ``finished``, ``interrupted``, ``diverged`` or ``failed``."""

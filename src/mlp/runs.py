@@ -22,6 +22,7 @@ COLUMNS = {
     "run": "run", "status": "status", "dataset": "dataset", "activation": "activation", "width": "width",
     "depth": "depth", "lr": "lr", "optimizer": "optimizer", "epochs_done": "epochs",
     "best_val_acc": "best val acc", "test_acc": "test acc", "train_time_s": "train time",
+    "inactive_max": "inactive max", "signal_ratio": "signal 1/L",  # from diagnostics.json, see mlp.diagnostics
 }
 BEST_FIRST = {"best_val_acc", "test_acc"}  # sorted high to low; every other column low to high
 
@@ -80,6 +81,7 @@ def _summary(folder: Path) -> dict[str, Any] | None:
         "best_val_acc": _typed(best.get("val_accuracy"), "number", "metrics.json", "best.val_accuracy"),
         "test_acc": _typed(test.get("accuracy"), "number", "metrics.json", "test.accuracy"),
         "train_time_s": round(sum(t or 0 for t in times), 2) if epochs else None,
+        **_diagnostics(folder),
     }
 
 
@@ -142,6 +144,16 @@ def sort_column(name: str) -> str:
                     f"{', '.join(repr(t) if ' ' in t else t for t in COLUMNS.values())}")
 
 
+def _diagnostics(folder: Path) -> dict[str, Any]:
+    """The largest share of inactive units in any layer, and the first hidden layer's gradient
+    signal over the last one's at the first measured step; None where the run has no diagnostics."""
+    try:
+        summary = json.loads((folder / "diagnostics.json").read_text())["summary"]
+        return {"inactive_max": summary["largest_inactive"], "signal_ratio": summary["signal_ratio"]["first"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"inactive_max": None, "signal_ratio": None}
+
+
 def list_runs(root: Path, sort: str = "run") -> list[dict[str, Any]]:
     """Every run under ``root`` (sweep trials included), sorted by the column ``sort``."""
     sort = sort_column(sort)
@@ -176,6 +188,12 @@ def cell(run: dict[str, Any], key: str) -> Any:
         return f"{value}/{run['epochs']}"
     if key in ("best_val_acc", "test_acc"):
         return percent(value)
+    if key == "inactive_max":
+        return "" if value is None else f"{value:.1%}"
+    if key == "signal_ratio":  # 0.0083 as 1/120, 0.62 as 1/1.6
+        if value is None or value <= 0 or value >= 1:
+            return "" if value is None else f"{value:.2g}"
+        return f"1/{1 / value:.0f}" if value < 0.1 else f"1/{1 / value:.1f}"
     if key == "train_time_s":
         return seconds(value)
     if key == "lr" and isinstance(value, (int, float)):

@@ -1,19 +1,28 @@
 """Everything a run writes to TensorBoard, in one place.
 
-Tags group in TensorBoard's sidebar:
+TensorBoard's Time Series tab orders tag groups alphabetically and opens the first two, so the
+groups are named for that order: ``accuracy`` and ``loss`` first, then ``per_layer`` (the
+diagnostics of ``mlp.diagnostics``, one card per metric and hidden layer, layers of one metric
+side by side), ``predictions`` and ``samples`` (images), ``summary`` (the run's diagnostics in
+two numbers) and ``training`` (learning rate, speed).  Every tag carries a description (the
+(i) beside a card's title), written with its first value; values are written in TensorBoard's
+tensor format, the one whose descriptions its default (fast) loader keeps.
 
-- ``step/loss|lr`` every ``train.log_every`` steps (x = optimizer step);
-- ``train/...`` and ``val/...`` per epoch (x = epoch), ``test/...`` once at the end;
-- ``layers/<i>/...`` per hidden layer (x = optimizer step): scalars every interval
-  (``dead_fraction``, ``saturated_fraction``, ``act_mean``, ``act_std``, ``grad_norm``,
-  ``weight_norm``, ``prelu_slope``, ``swish_beta``), histograms (``weights``, ``preact``,
-  ``act``, ``grad``) every ``train.histogram_every`` epochs;
-- images ``inputs/samples`` (at the start), ``val/misclassified``,
-  ``test/confusion_matrix`` and ``test/per_class_accuracy`` (at the end), and the model graph.
+- ``loss/step`` every ``train.log_every`` steps, ``training/lr`` with it (x = optimizer step);
+- ``accuracy/train|val``, ``loss/train|val``, ``training/samples_per_s`` per epoch (x = epoch),
+  ``accuracy/test``, ``loss/test`` once at the end (x = the best epoch);
+- ``per_layer/<metric>/<layer>`` (x = optimizer step, layer 1 next to the input): scalars at the
+  diagnostics' measured steps, histograms every ``train.histogram_every`` epochs;
+- ``summary/inactive_max``, ``summary/signal_ratio_first|last`` per epoch, also HParams metrics;
+- images ``samples/inputs`` (at the start), ``predictions/misclassified_val``,
+  ``predictions/confusion_matrix_test``, ``predictions/per_class_accuracy_test`` (at the end),
+  and the model graph.
 
-The run's hyperparameters go into the run's own folder (not a sub-run, as
-``SummaryWriter.add_hparams`` would make), so one training is one run in the HParams,
-Scalars and Images tabs alike.
+A custom-scalars layout (the Custom Scalars tab) puts the layers of one metric on one chart, and
+one layer's metric of every run on another.  The run's hyperparameters go into the run's own
+folder (not a sub-run, as ``SummaryWriter.add_hparams`` would make), so one training is one run
+in the HParams, Scalars and Images tabs alike; the HParams experiment is declared so that the
+table opens on the settings that matter.
 """
 
 from __future__ import annotations
@@ -25,14 +34,99 @@ from typing import Any
 
 import numpy as np
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+from tensorboard.compat.proto.types_pb2 import DT_FLOAT
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.util.tensor_util import make_tensor_proto
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
+from torch.utils.tensorboard.summary import custom_scalars, hparams
+from torch.utils.tensorboard.summary import image as image_summary
 
 from mlp.config import activation_label
 
-# The scalars the HParams tab shows beside each run's hyperparameters (their last values).
-HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/accuracy", "train/loss")
-SAMPLE_IMAGES = 64  # in the inputs/samples grid
+SAMPLE_IMAGES = 64  # in the samples/inputs grid
+_SCALAR = TensorShapeProto()  # a 0-d tensor
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(None, None)
+_PER_EPOCH = (" One point per epoch. TensorBoard's defaults bend such a short series: smoothing (0.6) "
+              "pulls each point towards the earlier ones, and 'Ignore outliers in chart scaling' sets the "
+              "y range from the 5th to the 95th percentile of the points, which leaves the first and last "
+              "epochs outside the chart. The image accuracy/epochs draws the same numbers as they are "
+              "(or set smoothing to 0 and untick that box in Settings).")
+DESCRIPTIONS = {
+    "accuracy/train": "Share of the epoch's training images classified correctly, counted during training "
+                      "(dropout and augmentation on)." + _PER_EPOCH,
+    "accuracy/val": "Share of the held-out validation images classified correctly after each epoch; "
+                    "checkpoint.pth keeps the best epoch." + _PER_EPOCH,
+    "accuracy/test": "Test accuracy of the best checkpoint, measured once at the end (x = its epoch).",
+    "loss/step": "Mean training cross-entropy over the last train.log_every steps (x = optimizer step).",
+    "loss/train": "Mean training cross-entropy over the epoch's batches." + _PER_EPOCH,
+    "loss/val": "Mean cross-entropy on the validation images after each epoch." + _PER_EPOCH,
+    "loss/test": "Mean cross-entropy of the best checkpoint on the test images (x = its epoch).",
+    "training/lr": "Learning rate at each logging step (x = optimizer step).",
+    "training/samples_per_s": "Training images per second in each epoch, training only (x = epoch).",
+    "summary/inactive_max": "The largest share of inactive units any hidden layer has shown so far "
+                            "(per_layer/inactive): 0 is healthy, 1 is a layer that passes no gradient.",
+    "summary/signal_ratio_first": "Gradient signal at hidden layer 1 divided by the signal at the last hidden "
+                                  "layer, at the first measured step: far below 1 means the gradient "
+                                  "vanishes on its way back to the input (per_layer/signal).",
+    "summary/signal_ratio_last": "The same ratio at the latest measured step.",
+    "samples/inputs": "The first training images, as the network sees them before normalisation.",
+    "accuracy/epochs": "Accuracy and loss after each epoch, training and validation, drawn as they are (no "
+                       "smoothing, no range trimming): the per-epoch charts below show the same numbers.",
+    "predictions/misclassified_val": "Validation images the best checkpoint gets wrong, with predicted and "
+                                     "true class (misclassified_test when there is no validation split).",
+    "predictions/confusion_matrix_test": "Test split: true class (rows) against predicted class (columns).",
+    "predictions/per_class_accuracy_test": "Test split: accuracy of each class; the weakest in red.",
+}
+# per_layer/<metric>/<layer>; "{i}" is the layer, counted from 1 next to the input
+LAYER_DESCRIPTIONS = {
+    "signal": "Backpropagated signal reaching hidden layer {i}: root mean square, per example and per unit, "
+              "of the gradient of the loss with respect to the layer's pre-activation (the output of "
+              "hidden{j}.linear). Compare across layers: a signal that shrinks towards layer 1 is vanishing.",
+    "inactive": "Share of hidden layer {i}'s units that were inactive over the interval since the last "
+                "measurement: on every training example their input sat in a flat tail of the activation "
+                "(derivative at most 0.01), so they passed back at most 1% of their gradient. Dead ReLUs, "
+                "saturated sigmoid/tanh units.",
+    "grad_rms": "Root mean square per element of the gradient of hidden{j}.linear.weight at the measured step "
+                "(after clipping when train.grad_clip is set).",
+    "update_ratio": "How far the optimizer step moved hidden{j}.linear.weight: norm of the change over the "
+                    "norm of the weights. Around 1e-3 is typical; far below, the layer barely learns.",
+    "weight_rms": "Root mean square per element of hidden{j}.linear.weight.",
+    "act_mean": "Mean of hidden layer {i}'s outputs (after the activation) on the latest training batch.",
+    "act_std": "Standard deviation of hidden layer {i}'s outputs on the latest training batch.",
+    "prelu_slope": "PReLU's learned slope below zero in hidden layer {i} (the mean when there is one per unit).",
+    "swish_beta": "Swish's learned β in hidden layer {i}.",
+    "weights": "Histogram of hidden{j}.linear.weight at the end of the epoch.",
+    "preactivations": "Histogram of the activation's inputs in hidden layer {i} on the epoch's last training batch.",
+    "activations": "Histogram of hidden layer {i}'s outputs on the epoch's last training batch.",
+    "weight_grads": "Histogram of the gradient of hidden{j}.linear.weight at the epoch's last step.",
+}
+LAYOUT_METRICS = ("signal", "inactive", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
+# The HParams table: the first five columns shown, then the metrics, the first five shown.
+MAIN_HPARAMS = {"model.activation": "activation", "model.depth": "depth", "model.width": "width",
+                "optimizer.lr": "lr", "optimizer.name": "optimizer"}
+NEXT_HPARAMS = {"model.init": "init", "model.dropout": "dropout", "model.norm": "norm"}
+HPARAM_METRICS = {"accuracy/test": "test accuracy", "accuracy/val": "val accuracy",
+                  "summary/inactive_max": "largest inactive fraction",
+                  "summary/signal_ratio_first": "signal layer 1 / last, first step",
+                  "loss/test": "test loss", "loss/val": "val loss", "accuracy/train": "train accuracy",
+                  "loss/train": "train loss", "summary/signal_ratio_last": "signal layer 1 / last, at the end"}
+
+
+def layer_tag(metric: str, layer: int) -> str:
+    """The tag of ``metric`` for hidden layer ``layer`` (0-based) as TensorBoard shows it (1-based)."""
+    return f"per_layer/{metric}/{layer + 1}"
+
+
+def describe(tag: str) -> str:
+    if tag.startswith("per_layer/"):
+        _, metric, layer = tag.split("/")
+        return LAYER_DESCRIPTIONS.get(metric, "").format(i=layer, j=int(layer) - 1)
+    return DESCRIPTIONS.get(tag, "")
 
 
 class RunLogger:
@@ -42,6 +136,10 @@ class RunLogger:
         # enabled=False (DDP ranks other than 0) writes nothing, not even an empty event file;
         # those ranks call only step(), epoch() and close(), which then do nothing.
         self.writer = None
+        self.described: set[str] = set()  # tags whose description is written (with their first value)
+        self.epochs: list[dict] = []  # every epoch's record, for the accuracy/epochs figure
+        if enabled and purge_step is not None:  # a resumed run: the epochs before it
+            self.epochs = _finished_epochs(Path(run_dir), purge_step)
         if enabled:
             if purge_step is not None:
                 _wait_for_a_later_second(Path(run_dir))
@@ -49,10 +147,13 @@ class RunLogger:
 
     def start(self, config: dict[str, Any], model: torch.nn.Module, train_images: torch.Tensor,
               mean: list[float], std: list[float]) -> None:
-        """Once, when a run begins: hyperparameters, the model graph, a grid of input images."""
-        experiment, session_start, _ = hparams(hparam_values(config), dict.fromkeys(HPARAM_METRICS, 0.0))
-        self.writer.file_writer.add_summary(experiment)
-        self.writer.file_writer.add_summary(session_start)
+        """Once, when a run begins: hyperparameters, layout, the model graph, a grid of input images."""
+        from mlp.data import resolve_root
+
+        data = {**config.get("data", {}), "root": str(resolve_root(config["data"]["root"]).resolve())}
+        for summary in hparam_summaries(hparam_values({**config, "data": data})):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.file_writer.add_summary(custom_scalars(scalars_layout(config["model"]["depth"])))
         examples = train_images[:SAMPLE_IMAGES]
         with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
             warnings.simplefilter("ignore", FutureWarning)
@@ -60,13 +161,32 @@ class RunLogger:
         from mlp.plots import denormalise
 
         # add_images tiles the batch into one grid itself (and needs no torchvision import)
-        self.writer.add_images("inputs/samples", denormalise(examples, mean, std), 0)
+        self._image("samples/inputs", denormalise(examples, mean, std), 0, "NCHW")
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars({tag: value}, step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Several scalars of one step in one event (one write instead of one per tag)."""
+        summary = Summary()
+        for tag, value in values.items():
+            description = self._description(tag)
+            summary.value.add(tag=tag, tensor=TensorProto(dtype=DT_FLOAT, float_val=[value], tensor_shape=_SCALAR),
+                              metadata=scalar_metadata.create_summary_metadata(None, description)
+                              if description else _SCALAR_METADATA)
+        self.writer.file_writer.add_summary(summary, step)
+
+    def _description(self, tag: str) -> str | None:
+        """A tag's description, the first time it is written (TensorBoard keeps the first it sees)."""
+        if tag in self.described:
+            return None
+        self.described.add(tag)
+        return describe(tag)
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
             return
-        self.writer.add_scalar("step/loss", loss, step)
-        self.writer.add_scalar("step/lr", lr, step)
+        self.scalars({"loss/step": loss, "training/lr": lr}, step)
 
     def epoch(self, epoch: int, record: dict) -> None:
         if self.writer is None:
@@ -75,37 +195,56 @@ class RunLogger:
             for metric in ("loss", "accuracy"):
                 value = record.get(f"{split}_{metric}")
                 if value is not None:
-                    self.writer.add_scalar(f"{split}/{metric}", value, epoch)
-        self.writer.add_scalar("train/lr", record["lr"], epoch)
-        self.writer.add_scalar("train/samples_per_s", record["samples_per_s"], epoch)
+                    self.scalar(f"{metric}/{split}", value, epoch)
+        if record.get("samples_per_s") is not None:
+            self.scalar("training/samples_per_s", record["samples_per_s"], epoch)
+        self.epochs = [r for r in self.epochs if r["epoch"] < epoch] + [record]
 
-    def layer_stats(self, step: int, layers: list[dict[str, float]]) -> None:
-        for i, stats in enumerate(layers):
-            for name, value in stats.items():
-                self.writer.add_scalar(f"layers/{i}/{name}", value, step)
+    def epoch_curves(self, epoch: int) -> None:
+        """The per-epoch accuracy and loss so far as one figure (``accuracy/epochs``), exact where
+        TensorBoard's chart defaults bend a series of a few points."""
+        if self.writer is not None and self.epochs:
+            self._figure("accuracy/epochs", epochs_figure(self.epochs), epoch)
+
+    def layer_stats(self, step: int, metrics: dict[str, list[float | None]]) -> None:
+        """``metrics``: metric name → one value per hidden layer (None where not measured)."""
+        self.scalars({layer_tag(name, i): value for name, values in metrics.items()
+                      for i, value in enumerate(values) if value is not None}, step)
 
     def layer_histograms(self, step: int, layers: list[dict[str, torch.Tensor]]) -> None:
         for i, tensors in enumerate(layers):
             for name, tensor in tensors.items():
-                self.writer.add_histogram(f"layers/{i}/{name}", tensor.detach().float().cpu(), step)
+                tag = layer_tag(name, i)
+                summary = histogram_summary(tag, tensor.detach().float().cpu().numpy(), self._description(tag))
+                self.writer.file_writer.add_summary(summary, step)
 
-    def misclassified(self, tag: str, epoch: int, images: torch.Tensor, predicted: torch.Tensor,
+    def diagnostics_summary(self, epoch: int, summary: dict[str, Any]) -> None:
+        """The run's diagnostics in a few numbers, also shown in the HParams table."""
+        values = {"summary/inactive_max": summary.get("largest_inactive"),
+                  "summary/signal_ratio_first": summary["signal_ratio"]["first"],
+                  "summary/signal_ratio_last": summary["signal_ratio"]["last"]}
+        for tag, value in values.items():
+            if value is not None:
+                self.scalar(tag, value, epoch)
+
+    def misclassified(self, split: str, epoch: int, images: torch.Tensor, predicted: torch.Tensor,
                       true: torch.Tensor, classes: list[str], mean: list[float], std: list[float]) -> None:
         from mlp.plots import denormalise, misclassified_figure
 
         if len(images):
             fig = misclassified_figure(denormalise(images.cpu(), mean, std), predicted.tolist(), true.tolist(), classes)
-            self._figure(tag, fig, epoch)
+            self._figure(f"predictions/misclassified_{split}", fig, epoch)
 
     def test(self, epoch: int, result: dict, classes: list[str], figures: bool = True) -> None:
         """The final numbers (and figures); this also marks the run finished in the HParams tab."""
-        self.writer.add_scalar("test/loss", result["loss"], epoch)
-        self.writer.add_scalar("test/accuracy", result["accuracy"], epoch)
+        self.scalar("loss/test", result["loss"], epoch)
+        self.scalar("accuracy/test", result["accuracy"], epoch)
         if figures:
             from mlp.plots import confusion_matrix_figure, per_class_accuracy_figure
 
-            self._figure("test/confusion_matrix", confusion_matrix_figure(result["confusion"], classes), epoch)
-            self._figure("test/per_class_accuracy",
+            self._figure("predictions/confusion_matrix_test", confusion_matrix_figure(result["confusion"], classes),
+                         epoch)
+            self._figure("predictions/per_class_accuracy_test",
                          per_class_accuracy_figure(result["per_class_accuracy"], classes), epoch)
         _, _, session_end = hparams({}, {})  # status: success
         self.writer.file_writer.add_summary(session_end)
@@ -113,7 +252,16 @@ class RunLogger:
     def _figure(self, tag: str, fig, step: int) -> None:
         from mlp.plots import to_rgb_array
 
-        self.writer.add_image(tag, to_rgb_array(fig), step, dataformats="HWC")
+        self._image(tag, to_rgb_array(fig), step, "HWC")
+
+    def _image(self, tag: str, image, step: int, dataformats: str) -> None:
+        summary = image_summary(tag, image, dataformats=dataformats)  # a batch (NCHW) is tiled into one grid
+        encoded = summary.value[0].image
+        content = np.array([str(encoded.width).encode(), str(encoded.height).encode(), encoded.encoded_image_string],
+                           dtype=object)
+        metadata = image_metadata.create_summary_metadata(None, self._description(tag))
+        self.writer.file_writer.add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(content))]), step)
 
     def close(self) -> None:
         """Flush and close the event file; a second call does nothing."""
@@ -132,6 +280,68 @@ def _wait_for_a_later_second(run_dir: Path) -> None:
         time.sleep(0.05)
 
 
+def _finished_epochs(run_dir: Path, purge_step: int) -> list[dict]:
+    import json
+
+    try:
+        epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+        return [r for r in epochs if r["step"] < purge_step]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def epochs_figure(epochs: list[dict]):
+    """Accuracy (left) and loss (right) after each epoch, training and validation, every point marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2, sharex=True)
+    x = [r["epoch"] for r in epochs]
+    for split, colour in (("train", "#0072B2"), ("val", "#D55E00")):
+        for ax, metric, scale in ((ax_acc, "accuracy", 100), (ax_loss, "loss", 1)):
+            points = [(e, r[f"{split}_{metric}"] * scale) for e, r in zip(x, epochs)
+                      if r.get(f"{split}_{metric}") is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=colour, lw=2, label=split)
+                ax.annotate(f"{points[-1][1]:.2f}%" if metric == "accuracy" else f"{points[-1][1]:.4f}",
+                            points[-1], textcoords="offset points", xytext=(4, 4), color=colour, fontsize=10)
+    ax_acc.set(title="accuracy after each epoch", xlabel="epoch", ylabel="accuracy (%)")
+    ax_loss.set(title="loss after each epoch", xlabel="epoch", ylabel="cross-entropy")
+    for ax in (ax_acc, ax_loss):
+        ax.margins(x=0.2, y=0.12)  # room for the last values' labels
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def scalars_layout(depth: int) -> dict[str, dict[str, list]]:
+    """The Custom Scalars tab: train and validation on one chart; every layer of one metric on one
+    chart (select one run to read it); one layer's metric across the selected runs on one chart."""
+    layers = {f"{metric}, every layer": ["Multiline", [rf"^per_layer/{metric}/\d+$"]] for metric in LAYOUT_METRICS}
+    across = {f"{metric}, layer {i}": ["Multiline", [rf"^per_layer/{metric}/{i}$"]]
+              for metric in LAYOUT_METRICS for i in range(1, depth + 1)}
+    return {
+        "accuracy and loss": {"accuracy, train and val": ["Multiline", [r"^accuracy/(train|val)$"]],
+                              "loss, train and val": ["Multiline", [r"^loss/(train|val)$"]]},
+        "per layer: the layers of one run (select one run)": layers,
+        "per layer: one layer across runs": across,
+    }
+
+
+def histogram_summary(tag: str, values: np.ndarray, description: str | None, buckets: int = 30) -> Summary:
+    """A histogram in TensorBoard's tensor format (left edge, right edge, count per bucket), which,
+    unlike the older format, keeps its description in TensorBoard's default loader."""
+    values = values[np.isfinite(values)]
+    if values.size:
+        counts, edges = np.histogram(values, bins=buckets)
+    else:
+        counts, edges = np.zeros(buckets), np.zeros(buckets + 1)
+    table = np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64)
+    metadata = histogram_metadata.create_summary_metadata(None, description)
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(table))])
+
+
 def log_activations(log_dir: Path, figures: dict[str, np.ndarray], pixels: dict[str, torch.Tensor],
                     dataset: str | None) -> None:
     """``mlp activations``: ``activations/<name>`` curves and, with a data set, ``pixels/<name>``."""
@@ -146,7 +356,9 @@ def log_activations(log_dir: Path, figures: dict[str, np.ndarray], pixels: dict[
 
 
 def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
-    """Every config field as ``section.field``: numbers and strings as they are, the rest as text."""
+    """Every config field as ``section.field``.  Floats stay numbers; integers become text, since the
+    HParams table prints every number with five significant digits (a batch size of 64 as 64.000);
+    booleans, lists and None become text too."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "activation" and isinstance(value, dict):  # leaky_relu(negative_slope=0.1)
@@ -155,10 +367,37 @@ def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
             flat.update({f"{key}.{k}": v for k, v in hparam_values(value).items()})
         elif isinstance(value, bool):
             flat[key] = "true" if value else "false"
-        elif isinstance(value, (int, float, str)):
+        elif isinstance(value, int):
+            flat[key] = str(value)
+        elif isinstance(value, (float, str)):
             flat[key] = value
         elif value is None:
             flat[key] = "none"  # a text value keeps the column in the table for every run
+        elif isinstance(value, list):
+            flat[key] = "[" + ", ".join(map(str, value)) + "]"
         else:
             flat[key] = str(value)
     return flat
+
+
+def hparam_summaries(values: dict[str, Any]) -> list[Summary]:
+    """The declared experiment and this run's session start.  TensorBoard's HParams table shows five
+    hyperparameter columns at first, those it is told "differ" first and then by name: the five
+    MAIN_HPARAMS; init, dropout and norm are the next ticks in its sidebar."""
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams.metadata import EXPERIMENT_TAG, PLUGIN_DATA_VERSION, PLUGIN_NAME
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    _, session_start, _ = hparams(values, {})
+    shown = {**MAIN_HPARAMS, **NEXT_HPARAMS}
+    infos = [api_pb2.HParamInfo(
+        name=name, display_name=shown.get(name, name), differs=name in MAIN_HPARAMS,
+        type=api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, float) else api_pb2.DATA_TYPE_STRING)
+        for name, value in values.items()]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label, description=describe(tag))
+               for tag, label in HPARAM_METRICS.items()]
+    content = HParamsPluginData(experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics),
+                                version=PLUGIN_DATA_VERSION)
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME,
+                                                                      content=content.SerializeToString()))
+    return [Summary(value=[Summary.Value(tag=EXPERIMENT_TAG, metadata=metadata)]), session_start]

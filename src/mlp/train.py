@@ -149,8 +149,8 @@ class Trainer:
             distributed.check_batches_split(n_train, cfg.train.batch_size, self.world_size,
                                             per_rank=2 if batch_norm else 1)
         self.optimizer = build_optimizer(cfg, self.model)
-        steps_per_epoch = batches_per_epoch(n_train, cfg.train.batch_size, self.min_last_batch)
-        self.scheduler = build_scheduler(cfg, self.optimizer, steps_per_epoch)
+        self.steps_per_epoch = batches_per_epoch(n_train, cfg.train.batch_size, self.min_last_batch)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not (the scaler is then a no-op).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -193,8 +193,11 @@ class Trainer:
             with self.timed("tensorboard"):
                 self.logger.start(cfg.to_dict(), self.model, data.train.images, data.mean, data.std)
         # Only rank 0 writes to TensorBoard, so the other ranks attach no hooks.
+        scaler = self.scaler
         self.diagnostics = LayerDiagnostics(self.model, cfg.model.activation, cfg.train, self.logger,
-                                            enabled=self.is_main)
+                                            enabled=self.is_main, steps_per_epoch=self.steps_per_epoch,
+                                            start_step=self.state.step, folder=folder,
+                                            grad_scale=scaler.get_scale if scaler.is_enabled() else None)
 
     def run_epoch(self, folder: RunFolder, stop: StopRequest) -> None:
         """Train one epoch (or the rest of a resumed one) and end it; a stop saves last.pth and raises."""
@@ -227,6 +230,7 @@ class Trainer:
             metrics.record(s.batch, loss, logits)
             s.pending.append(loss)
             s.step, s.batch = s.step + 1, s.batch + 1
+            self.diagnostics.after_step(s.step)
             bar.update()
             if s.step % self.cfg.train.log_every == 0:
                 self.end_interval(stop, metrics, bar)
@@ -276,7 +280,6 @@ class Trainer:
         check_finite(window, first)
         running = window.mean().item()
         self.logger.step(self.state.step, running, self.optimizer.param_groups[0]["lr"])
-        self.diagnostics.end_interval(self.state.step)
         if self.progress:
             correct, seen = metrics.correct_and_seen(self.state.batch)
             bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.2%}")
@@ -357,13 +360,16 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
             shown, shown_name = (data.val, "val") if data.val is not None else (data.test, "test")
             wrong, predicted = misclassified(trainer.model, shown, limit=32,
                                              batch_size=trainer.cfg.train.eval_batch_size)
-            trainer.logger.misclassified(f"{shown_name}/misclassified", best["epoch"], shown.images[wrong],
+            trainer.logger.misclassified(shown_name, best["epoch"], shown.images[wrong],
                                          predicted, shown.labels[wrong], data.classes, data.mean, data.std)
     with trainer.timed("writing"):
         folder.save(best={**best_checkpoint, "test": summary},
                     metrics=metrics_record("finished", trainer.state.history, best, summary))
     print(f"test     accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  "
           f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
+    if trainer.diagnostics.report():
+        print(trainer.diagnostics.report())
+    print(f"curves   tensorboard --logdir {folder.path.parent}")
     return summary
 
 

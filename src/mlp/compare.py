@@ -1,0 +1,247 @@
+"""``mlp compare``: the same network trained once per activation, then a report that compares them.
+
+Every run gets the same config (seed, so data order and validation split; widths; recipe), with
+only ``model.activation`` changed and ``model.init: auto`` (each activation its usual
+initialisation: He for the ReLU family, Xavier for sigmoid and tanh, LeCun for SELU) unless
+``--set model.init=...`` says otherwise; the per-layer diagnostics are on (``step``).  Each run is
+a normal run folder ``OUT/<activation>/`` (``mlp eval``, ``mlp runs``, ``mlp train --resume`` and
+TensorBoard read it; its training output goes to ``train.log`` there).  Running the same command
+again reuses the finished runs and resumes interrupted ones.  Then ``OUT/summary.json`` and
+``OUT/report.html`` (see ``mlp.report``) are written from the runs' files.
+
+With ``--jobs N``, N runs train at the same time in worker processes, each with its share of the
+CPU threads.  Ctrl-C (or SIGTERM) makes the running trainings save ``last.pth`` and stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from mlp import signals
+from mlp.config import Config, dump_yaml, load_config, parse_override
+from mlp.errors import UserError
+
+DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
+FORCED = ("model.activation", "train.diagnostics")  # compare sets these itself
+
+
+@dataclass
+class Planned:
+    activation: str
+    config: Config
+    run_dir: Path
+    state: str  # finished | diverged | resume | new
+
+
+def parse_activations(text: str | None) -> list[str]:
+    """``"relu,tanh"`` → canonical names, in the order given, each once."""
+    from mlp.model import parse_activation
+
+    if text is None:
+        return list(DEFAULT_ACTIVATIONS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError("--activations expects names separated by commas, e.g. relu,tanh,sigmoid")
+    try:
+        canonical = [parse_activation(name)[0] for name in names]
+    except ValueError as e:
+        raise UserError(f"--activations: {e}") from None
+    return list(dict.fromkeys(canonical))
+
+
+def plan(config: Path, activations: list[str], sets: list[str], out: Path) -> list[Planned]:
+    """One validated config per activation, and what is already in its folder."""
+    for item in sets:
+        key = parse_override(item)[0]
+        if key in FORCED or key.startswith("model.activation."):
+            raise UserError(f"--set {key}: mlp compare sets this itself; choose activations with --activations")
+    user_init = any(parse_override(item)[0] == "model.init" for item in sets)
+    planned = []
+    for name in activations:
+        overrides = [*sets, f"model.activation={name}", "train.diagnostics=step"]
+        cfg = load_config(config, overrides if user_init else [*overrides, "model.init=auto"])
+        run_dir = out / name
+        planned.append(Planned(name, cfg, run_dir, run_state(run_dir, cfg)))
+    return planned
+
+
+def run_state(run_dir: Path, cfg: Config) -> str:
+    """``finished``, ``diverged``, ``resume`` (its last.pth), or ``new``."""
+    config_file, metrics_file = run_dir / "config.yaml", run_dir / "metrics.json"
+    if not config_file.is_file():
+        return "new"
+    try:
+        same = config_file.read_text() == dump_yaml(cfg)
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"cannot read the run in {run_dir}: {type(e).__name__}: {e}") from None
+    if not same:
+        raise UserError(f"{run_dir} holds a run with a different config; choose another --out, "
+                        "or remove that folder to train it again")
+    status = metrics.get("status") if isinstance(metrics, dict) else None
+    if status in ("finished", "diverged"):
+        return status
+    return "resume" if (run_dir / "last.pth").is_file() else "new"
+
+
+def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
+              threads: int | None = None) -> dict[str, Any]:
+    """Train (or resume) one run, its output in ``train.log``; what became of it, as a dict."""
+    import torch
+
+    from mlp.config import validate_config
+    from mlp.errors import Diverged, Interrupted
+    from mlp.train import fit, resume_target
+
+    if threads:
+        torch.set_num_threads(threads)
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        try:
+            if state == "resume":
+                fit(resume_target(folder, []), progress=False)
+            else:
+                fit(validate_config(config), folder, overwrite=True, progress=False)
+            status, message = "finished", ""
+        except Interrupted as e:
+            status, message = "interrupted", f"stopped by {e.signal_name}"
+        except UserError as e:
+            status, message = ("diverged" if isinstance(e, Diverged) else "failed"), str(e)
+            print(f"error: {e}")
+    return {"activation": activation, "status": status, "message": message,
+            "seconds": time.perf_counter() - started}
+
+
+def _worker_start(threads: int) -> None:
+    # Idle workers ignore Ctrl-C; a training installs its own handler (save last.pth, stop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+class _Stop:
+    """The parent's record of a Ctrl-C/SIGTERM while workers train (they get the terminal's
+    Ctrl-C themselves, and a SIGTERM is passed on); a second Ctrl-C quits at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if signum == signal.SIGTERM and self.pool is not None:
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()  # the worker's training turns SIGTERM into "save and stop"
+
+
+def train_all(todo: list[Planned], jobs: int) -> list[dict[str, Any]]:
+    """Train the runs ``todo``: here, one after the other, or in ``jobs`` worker processes."""
+    total = len(todo)
+    results = []
+    if jobs == 1 or total <= 1:
+        for number, run in enumerate(todo, 1):
+            _say(f"[{number}/{total}] {_verb(run)} {run.activation:<11} log: {run.run_dir / 'train.log'}")
+            results.append(train_one(run.activation, run.config.to_dict(), str(run.run_dir), run.state))
+            _say(_outcome(results[-1]))
+            if results[-1]["status"] in ("interrupted", "failed"):  # a failure other than divergence repeats
+                break
+        return results
+    jobs = min(jobs, total)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    stop = _Stop()
+    with signals.handling(stop):
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_start,
+                                 initargs=(threads,)) as pool:
+            stop.pool = pool
+            pending = {}
+            for number, run in enumerate(todo, 1):
+                pending[pool.submit(train_one, run.activation, run.config.to_dict(), str(run.run_dir),
+                                    run.state, threads)] = run
+            _say(f"training {total} runs, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
+                 f"logs in {todo[0].run_dir.parent}/<activation>/train.log")
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    results.append(future.result())
+                    _say(_outcome(results[-1]))
+                if stop.signum is not None:
+                    for future in [f for f in pending if f.cancel()]:
+                        pending.pop(future)
+    if stop.signum is not None and not any(r["status"] == "interrupted" for r in results):
+        results.append({"activation": "", "status": "interrupted", "message": "", "seconds": 0.0})
+    return results
+
+
+def _verb(run: Planned) -> str:
+    return "resuming" if run.state == "resume" else "training"
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    name, status = result["activation"], result["status"]
+    if status == "finished":
+        return f"      {name:<11} finished in {result['seconds']:.1f} s"
+    return f"      {name:<11} {status}: {result['message']}"
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def run_compare(config: Path, activations: str | None, sets: list[str], out: Path | None, jobs: int) -> int:
+    """What ``mlp compare`` does; the exit code (0, 1 if a run failed, 128+N if stopped by signal N)."""
+    names = parse_activations(activations)
+    base = load_config(config, sets)
+    out = Path(out) if out is not None else Path("runs") / f"{base.name}-compare"
+    _make_folder(out)
+    runs = plan(config, names, sets, out)
+    reused = [r.activation for r in runs if r.state in ("finished", "diverged")]
+    widths = base.model.widths
+    shape = f"of {widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+    _say(f"compare  {len(runs)} activations, {base.model.depth} hidden layers {shape}, {base.data.dataset}, "
+         f"{base.train.epochs} "
+         f"epoch{'s' * (base.train.epochs > 1)} each, in {out}"
+         + (f" (reusing {', '.join(reused)})" if reused else ""))
+    todo = [r for r in runs if r.state not in ("finished", "diverged")]
+    results = train_all(todo, jobs) if todo else []
+    stopped = next((r for r in results if r["status"] == "interrupted"), None)
+    if stopped is not None:
+        print("compare stopped; the finished runs are kept and the interrupted ones saved last.pth: "
+              "run the same command again to continue", file=sys.stderr)
+        return 130
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        for r in failed:
+            print(f"error: {r['activation']}: {r['message']}", file=sys.stderr)
+        return 1
+    from mlp.report import write_report
+
+    summary_file, report_file = write_report(out, runs, config, sets)
+    _say(f"summary  {summary_file}\nreport   {report_file}\ncurves   tensorboard --logdir {out}")
+    return 0
+
+
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot make the folder: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} is not writable; choose another folder")

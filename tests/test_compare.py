@@ -1,0 +1,212 @@
+"""`mlp compare`: real runs on the fabricated data, summary.json, the report (also in a real
+browser), findings that follow the numbers, rerunning, resuming, bad input; the real MNIST (slow)."""
+
+import base64
+import html
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REAL_DATA_ROOT, run_mlp
+from mlp.compare import run_compare
+from mlp.report import draw_figures, findings, render
+
+SMALL = ["model.depth=3", "model.width=32", "train.epochs=1"]
+
+
+def _images(page: str) -> list[Image.Image]:
+    sources = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    return [Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) for s in sources]
+
+
+def test_compare_trains_each_activation_and_writes_summary_and_report(tiny_config, tmp_path, capsys):
+    assert run_compare(tiny_config, "relu,tanh,sigmoid", SMALL, Path("cmp"), jobs=1) == 0
+    out = capsys.readouterr().out
+    assert "cmp/report.html" in out and "cmp/summary.json" in out and "tensorboard --logdir cmp" in out
+    summary = json.loads((tmp_path / "cmp/summary.json").read_text())
+    assert list(summary["runs"]) == ["relu", "tanh", "sigmoid"] and summary["depth"] == 3
+    for name, run in summary["runs"].items():
+        assert run["status"] == "finished" and 0.0 <= run["test_accuracy"] <= 1.0
+        assert {"first", "epoch 1", "last"} <= set(run["signal"]) and all(len(v) == 3 for v in run["signal"].values())
+        assert all(s > 0 for s in run["signal"]["first"]) and len(run["inactive_max"]) == 3
+        assert Path(run["run_dir"]) == Path("cmp") / name and (tmp_path / run["run_dir"] / "checkpoint.pth").is_file()
+        config = yaml.safe_load((tmp_path / run["run_dir"] / "config.yaml").read_text())
+        assert config["model"]["activation"] == name and config["model"]["init"] == "auto"
+        assert config["seed"] == 0 and config["model"]["depth"] == 3 and config["train"]["diagnostics"] == "step"
+    assert [r["init"] for r in summary["runs"].values()] == ["He", "Xavier", "Xavier"]
+    assert summary["runs"]["sigmoid"]["signal_ratio"]["first"] < summary["runs"]["relu"]["signal_ratio"]["first"]
+
+    page = (tmp_path / "cmp/report.html").read_text()
+    assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)  # nothing fetched
+    images = _images(page)
+    assert len(images) == 5
+    assert all(round(im.info["dpi"][0]) == 150 and im.width >= 1000 for im in images)
+    said = findings(summary)
+    assert len(said) >= 4 and all(html.escape(sentence) in page for sentence in said)
+    assert all(f"</span>{name}</td>" in page for name in ("relu", "tanh", "sigmoid"))  # the table
+
+    # each run is a normal run: mlp runs lists it with its diagnostics, mlp eval reads it
+    listed = json.loads(run_mlp("runs", "cmp", "--json").stdout)
+    assert sorted(r["run"] for r in listed) == ["relu", "sigmoid", "tanh"]
+    assert all(r["inactive_max"] is not None and r["signal_ratio"] > 0 for r in listed)
+    table = run_mlp("runs", "cmp").stdout
+    assert "inactive max" in table and "signal 1/L" in table
+    evaluated = run_mlp("eval", "cmp/tanh/checkpoint.pth", "--json")
+    assert json.loads(evaluated.stdout)["accuracy"] == summary["runs"]["tanh"]["test_accuracy"]
+
+    # the same command again reuses the finished runs; an interrupted one is resumed
+    checkpoint = tmp_path / "cmp/relu/checkpoint.pth"
+    before = checkpoint.stat().st_mtime_ns
+    metrics_file = tmp_path / "cmp/tanh/metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "status": "interrupted"}))
+    assert run_compare(tiny_config, "relu,tanh,sigmoid", SMALL, Path("cmp"), jobs=1) == 0
+    out = capsys.readouterr().out
+    assert "reusing relu, sigmoid" in out and "resuming tanh" in out
+    assert checkpoint.stat().st_mtime_ns == before
+    assert json.loads(metrics_file.read_text())["status"] == "finished"
+
+
+def test_compare_trains_in_parallel_processes_from_the_command_line(tiny_config, tmp_path):
+    done = run_mlp("compare", "-c", tiny_config, "-a", "gelu,selu", "--out", "par", "--jobs", "2",
+                   *[a for s in SMALL for a in ("--set", s)], timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 at a time" in done.stdout and "par/report.html" in done.stdout
+    summary = json.loads((tmp_path / "par/summary.json").read_text())
+    assert [r["status"] for r in summary["runs"].values()] == ["finished", "finished"]
+    assert (tmp_path / "par/gelu/train.log").read_text().count("epoch 1/1") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-a", "relu,relu7"], "--activations: unknown activation 'relu7'"),
+    (["-a", ","], "--activations expects names"),
+    (["--set", "model.activation=tanh"], "mlp compare sets this itself"),
+    (["--set", "model.widht=3"], "did you mean 'model.width'"),
+])
+def test_compare_bad_input_is_one_line_and_exit_2(tiny_config, args, message):
+    done = run_mlp("compare", "-c", tiny_config, "--out", "bad", *args)
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_compare_refuses_a_folder_holding_other_runs(tiny_config, tmp_path):
+    assert run_compare(tiny_config, "relu", SMALL, Path("cmp"), jobs=1) == 0
+    done = run_mlp("compare", "-c", tiny_config, "-a", "relu", "--out", "cmp", "--set", "model.depth=2")
+    assert done.returncode == 2 and "cmp/relu holds a run with a different config" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the report from fabricated numbers: findings follow them, the page renders
+
+
+def _summary(ratios=None, accuracy=None, inactive=None, depth=4):
+    """A summary.json's content for relu, tanh and sigmoid, from the numbers given."""
+    ratios = ratios or {"relu": 0.8, "tanh": 0.3, "sigmoid": 1 / 120}
+    accuracy = accuracy or {"relu": 0.97, "tanh": 0.95, "sigmoid": 0.62}
+    inactive = inactive or {"relu": [0.0, 0.12, 0.0, 0.01], "tanh": [0.0] * depth, "sigmoid": [0.0] * depth}
+    runs = {}
+    for i, a in enumerate(ratios):
+        last_layer = 0.05
+        signal = [last_layer * ratios[a] ** ((depth - 1 - k) / (depth - 1)) for k in range(depth)]
+        runs[a] = {
+            "status": "finished", "run_dir": f"cmp/{a}", "init": "He" if a == "relu" else "Xavier",
+            "test_accuracy": accuracy[a], "test_loss": 0.1 + i, "best_val_accuracy": accuracy[a],
+            "final_train_loss": 0.1 * (i + 1), "train_time_s": 10.0 + i, "parameters": 1234,
+            "signal": {"first": signal, "epoch 1": signal, "last": signal},
+            "inactive": {"first": inactive[a], "epoch 1": inactive[a], "last": inactive[a]},
+            "update_ratio": {"first": [1e-3] * depth, "epoch 1": [1e-3] * depth, "last": [1e-3] * depth},
+            "steps": {"signal": {"first": 1, "epoch 1": 50, "last": 100},
+                      "inactive": {"first": 10, "epoch 1": 50, "last": 100}},
+            "inactive_max": inactive[a], "largest_inactive": max(inactive[a]),
+            "signal_ratio": {"first": ratios[a], "last": ratios[a] * 2},
+            "epochs": [{"epoch": e, "step": 50 * e, "train_loss": 1.0 / e + i, "train_accuracy": 0.9,
+                        "val_loss": 0.5, "val_accuracy": accuracy[a] - 0.02 / e} for e in (1, 2)],
+            "loss_curve": [[s, 2.0 / s ** 0.5 + i] for s in range(10, 101, 10)],
+        }
+    return {"mlp_version": "0", "created": "now", "command": "mlp compare --config c.yaml", "dataset": "mnist",
+            "depth": depth, "widths": [32] * depth, "epochs": 2, "batch_size": 64, "optimizer": "sgd",
+            "lr": 0.05, "seed": 0, "scheduler": "none", "runs": runs}
+
+
+def test_findings_are_computed_from_the_numbers():
+    said = " ".join(findings(_summary()))
+    assert "relu reaches the highest test accuracy, 97.00%; sigmoid the lowest, 62.00% (35.0 points less)" in said
+    assert "vanishes on its way back to the input for sigmoid: the signal reaching layer 1 is 1/120 of that " \
+           "at layer 4" in said
+    assert "For relu (1/1.2) and tanh (1/3.3)" not in said and "relu (1/1.2)" in said and "tanh (1/3.3)" in said
+    assert "relu: 12% of layer 2's units dead" in said
+
+    other = " ".join(findings(_summary(ratios={"relu": 0.05, "tanh": 1.0, "sigmoid": 1 / 2000},
+                                       accuracy={"relu": 0.90, "tanh": 0.96, "sigmoid": 0.11},
+                                       inactive={"relu": [0.0] * 4, "tanh": [0.0, 0.0, 0.4, 0.0],
+                                                 "sigmoid": [0.0] * 4})))
+    assert "tanh reaches the highest test accuracy, 96.00%; sigmoid the lowest, 11.00%" in other
+    assert "for sigmoid (1/2000) and relu (1/20)" in other
+    assert "tanh: 40% of layer 3's units saturated" in other and "relu: 12%" not in other
+    calm = " ".join(findings(_summary(inactive={a: [0.0, 0.01, 0.0, 0.0] for a in ("relu", "tanh", "sigmoid")})))
+    assert "No activation had more than 1.0% of any layer's units inactive" in calm
+
+
+def _records(summary):
+    hist = {"low": 0.0, "high": 1.0, "counts": [5.0] * 20 + [100.0] + [1.0] * 39}
+    return {a: {"distributions": [{"step": 1, "layers": [hist] * summary["depth"]},
+                                  {"step": 100, "layers": [hist] * summary["depth"]}]} for a in summary["runs"]}
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_the_report_renders_with_every_image_in_a_real_browser(tmp_path):
+    summary = _summary()
+    page = render(summary, findings(summary), draw_figures(summary, _records(summary)))
+    # a copy with a check appended: the report itself has no script
+    check = ("<script>addEventListener('load', () => { const shown = [...document.images].filter("
+             "i => i.complete && i.naturalWidth > 0); document.body.dataset.images = "
+             "document.images.length + '/' + shown.length + '/' + Math.min(...shown.map(i => i.naturalWidth)); });"
+             "</script>")
+    (tmp_path / "checked.html").write_text(page.replace("</body>", check + "</body>"))
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*browser, "--dump-dom", (tmp_path / "checked.html").as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    found = re.search(r'data-images="(\d+)/(\d+)/(\d+)"', dom)
+    assert found, dom[:500]
+    total, shown, narrowest = map(int, found.groups())
+    assert total == shown == 5 and narrowest >= 1200
+    assert "<h1>Activations compared: mnist, 4 hidden layers of 32</h1>" in dom
+    (tmp_path / "report.html").write_text(page)
+    subprocess.run([*browser, "--window-size=1300,3000", f"--screenshot={tmp_path / 'shot.png'}",
+                    (tmp_path / "report.html").as_uri()], capture_output=True, timeout=120)
+    shot = Image.open(tmp_path / "shot.png").convert("L")
+    assert shot.size == (1300, 3000) and min(shot.getextrema()) < 50  # text and figures drawn, not blank
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REAL_DATA_ROOT is None, reason="needs the real MNIST (set MLP_DATA_ROOT)")
+def test_on_real_mnist_sigmoid_signal_vanishes_and_relu_signal_does_not(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLP_DATA_ROOT", REAL_DATA_ROOT)
+    config = Path(__file__).parent.parent / "configs" / "compare.yaml"
+    done = run_mlp("compare", "-c", config, "-a", "relu,sigmoid", "--out", "real", "--jobs", "2",
+                   "--set", "train.epochs=1", timeout=1200)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "real/summary.json").read_text())
+    relu, sigmoid = summary["runs"]["relu"], summary["runs"]["sigmoid"]
+    assert relu["init"] == "He" and sigmoid["init"] == "Xavier" and summary["depth"] == 6
+    assert sigmoid["signal"]["first"][0] * 10 <= sigmoid["signal"]["first"][-1]
+    assert 1 / 3 <= relu["signal"]["first"][0] / relu["signal"]["first"][-1] <= 3
+    page = (tmp_path / "real/report.html").read_text()
+    said = findings(summary)
+    vanishing = [s for s in said if "vanishes on its way back to the input for sigmoid" in s]
+    assert len(vanishing) == 1 and re.search(r"layer 1 is 1/\d+ of that at layer 6", vanishing[0])
+    even = [s for s in said if "within 3 times" in s]
+    assert len(even) == 1 and re.match(r"For relu \((1/\d\.\d|\d\.\d times)\) the signal", even[0])
+    assert all(html.escape(sentence) in page for sentence in said)
