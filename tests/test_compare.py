@@ -85,6 +85,31 @@ def test_compare_trains_in_parallel_processes_from_the_command_line(tiny_config,
     assert (tmp_path / "par/gelu/train.log").read_text().count("epoch 1/1") == 1
 
 
+def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path):
+    import signal
+    import sys
+    import time
+
+    from conftest import write_config
+    from mlp.compare import plan
+
+    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 50}})
+    proc = subprocess.Popen([sys.executable, "-m", "mlp", "compare", "-c", config, "-a", "relu,tanh", "--out", "cmp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "cmp/relu/last.pth").is_file():  # an epoch is done
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "run the same command again to continue" in err
+    assert "relu        interrupted: stopped by SIGINT" in out and "tanh" not in out  # tanh never started
+    assert [r.state for r in plan(config, ["relu", "tanh"], [], Path("cmp"))] == ["resume", "new"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["-a", "relu,relu7"], "--activations: unknown activation 'relu7'"),
     (["-a", ","], "--activations expects names"),

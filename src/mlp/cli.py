@@ -328,7 +328,10 @@ def compare(
 
     Everything but the activation is equal (seed, data order, widths, recipe; init: auto). Running the
     same command again reuses finished runs and resumes interrupted ones.
-    Example: mlp compare --config configs/compare.yaml --jobs 2
+
+    \b
+    Example:
+      mlp compare --config configs/compare.yaml --jobs 2
     """
     from mlp.compare import run_compare
 

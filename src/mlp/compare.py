@@ -107,7 +107,7 @@ def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
         torch.set_num_threads(threads)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, code = time.perf_counter(), 0
     with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
         try:
             if state == "resume":
@@ -116,11 +116,11 @@ def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
                 fit(validate_config(config), folder, overwrite=True, progress=False)
             status, message = "finished", ""
         except Interrupted as e:
-            status, message = "interrupted", f"stopped by {e.signal_name}"
+            status, message, code = "interrupted", f"stopped by {e.signal_name}", e.exit_code
         except UserError as e:
             status, message = ("diverged" if isinstance(e, Diverged) else "failed"), str(e)
             print(f"error: {e}")
-    return {"activation": activation, "status": status, "message": message,
+    return {"activation": activation, "status": status, "message": message, "exit_code": code,
             "seconds": time.perf_counter() - started}
 
 
@@ -150,41 +150,48 @@ class _Stop:
 
 def train_all(todo: list[Planned], jobs: int) -> list[dict[str, Any]]:
     """Train the runs ``todo``: here, one after the other, or in ``jobs`` worker processes."""
-    total = len(todo)
     results = []
-    if jobs == 1 or total <= 1:
+    if jobs == 1 or len(todo) <= 1:
         for number, run in enumerate(todo, 1):
-            _say(f"[{number}/{total}] {_verb(run)} {run.activation:<11} log: {run.run_dir / 'train.log'}")
+            _say(f"[{number}/{len(todo)}] {_verb(run)} {run.activation:<11} log: {run.run_dir / 'train.log'}")
             results.append(train_one(run.activation, run.config.to_dict(), str(run.run_dir), run.state))
             _say(_outcome(results[-1]))
             if results[-1]["status"] in ("interrupted", "failed"):  # a failure other than divergence repeats
                 break
         return results
-    jobs = min(jobs, total)
+    jobs = min(jobs, len(todo))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     stop = _Stop()
     with signals.handling(stop):
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_start,
                                  initargs=(threads,)) as pool:
             stop.pool = pool
-            pending = {}
-            for number, run in enumerate(todo, 1):
-                pending[pool.submit(train_one, run.activation, run.config.to_dict(), str(run.run_dir),
-                                    run.state, threads)] = run
-            _say(f"training {total} runs, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
+            _say(f"training {len(todo)} runs, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
                  f"logs in {todo[0].run_dir.parent}/<activation>/train.log")
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.pop(future)
-                    results.append(future.result())
-                    _say(_outcome(results[-1]))
-                if stop.signum is not None:
-                    for future in [f for f in pending if f.cancel()]:
-                        pending.pop(future)
+            _in_workers(pool, list(todo), jobs, threads, stop, results)
     if stop.signum is not None and not any(r["status"] == "interrupted" for r in results):
-        results.append({"activation": "", "status": "interrupted", "message": "", "seconds": 0.0})
+        results.append({"activation": "", "status": "interrupted", "message": "", "exit_code": 128 + stop.signum,
+                        "seconds": 0.0})
     return results
+
+
+def _in_workers(pool, queue: list[Planned], jobs: int, threads: int, stop: "_Stop", results: list) -> None:
+    """Keep ``jobs`` trainings going until ``queue`` is empty, a stop is asked for, or one fails.
+    (Runs are handed to the pool one at a time: one already handed over cannot be taken back.)"""
+    pending = {}
+    while pending or queue:
+        while queue and len(pending) < jobs and stop.signum is None and \
+                not any(r["status"] == "failed" for r in results):
+            run = queue.pop(0)
+            pending[pool.submit(train_one, run.activation, run.config.to_dict(), str(run.run_dir),
+                                run.state, threads)] = run
+        if not pending:
+            return
+        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        for future in done:
+            pending.pop(future)
+            results.append(future.result())
+            _say(_outcome(results[-1]))
 
 
 def _verb(run: Planned) -> str:
@@ -223,7 +230,7 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
     if stopped is not None:
         print("compare stopped; the finished runs are kept and the interrupted ones saved last.pth: "
               "run the same command again to continue", file=sys.stderr)
-        return 130
+        return stopped["exit_code"] or 130
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         for r in failed:
