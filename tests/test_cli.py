@@ -40,7 +40,7 @@ def test_a_user_error_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
-COMMANDS = ["train", "eval", "activations", "sweep", "runs", "predict"]
+COMMANDS = ["train", "eval", "activations", "sweep", "compare", "runs", "predict"]
 
 
 def test_help_follows_the_conventions():

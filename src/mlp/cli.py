@@ -315,18 +315,21 @@ def sweep(
 
 @command
 def compare(
-    config: Path = typer.Option(..., "--config", "-c", help="The YAML config every run starts from "
-                                "(configs/compare.yaml: six hidden layers, a few minutes on a CPU)."),
-    activations: Optional[str] = typer.Option(None, "--activations", "-a", help="Comma-separated activations "
-                                              "(default: relu,leaky_relu,elu,selu,gelu,silu,tanh,sigmoid)."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every run (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the runs and the report "
-                                       "(default: runs/<config name>-compare)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs to train at the same time."),
+    config: Path = typer.Option(..., "--config", "-c", metavar="FILE", show_default=False,
+                                help="The YAML config every run starts from (configs/compare.yaml: six hidden "
+                                     "layers, a few minutes on a CPU)."),
+    activations: Optional[str] = typer.Option(None, "--activations", "-a", metavar="A,B,...",
+                                              help="Comma-separated activations (default: relu,leaky_relu,elu,"
+                                                   "selu,gelu,silu,tanh,sigmoid)."),
+    set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                   help="Override a config key in every run (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       help="Folder for the runs and the report (default: runs/<config name>-compare)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Runs to train at the same time."),
 ) -> None:
-    """Train the same network once per activation and write report.html and summary.json comparing them.
+    """Train one run per activation and report how they differ.
 
-    Everything but the activation is equal (seed, data order, widths, recipe; init: auto). Running the
+    Writes report.html (figures and findings, offline) and summary.json. Everything but the activation is equal (seed, data order, widths, recipe; init: auto). Running the
     same command again reuses finished runs and resumes interrupted ones.
 
     \b
