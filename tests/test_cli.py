@@ -75,8 +75,11 @@ def test_a_usage_mistake_is_one_line():
 
 
 def test_shell_completion_completes_commands_and_options():
-    script = run_mlp("--show-completion", "bash")
-    assert script.returncode == 0 and "_MLP_COMPLETE=complete_bash" in script.stdout
+    # --show-completion names the shell it was started from (found among the parent processes),
+    # so start it from bash; the trailing `true` keeps bash from replacing itself with python
+    script = subprocess.run(["bash", "-c", f"'{sys.executable}' -m mlp --show-completion; true"],
+                            capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "_MLP_COMPLETE=complete_bash" in script.stdout, script.stderr
     for words, cword, expected in [("mlp tr", "1", "train"), ("mlp train --pr", "2", "--print-config")]:
         done = run_mlp(env={"_MLP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
         assert expected in done.stdout.split(), (words, done.stdout)
