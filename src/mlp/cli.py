@@ -169,7 +169,8 @@ def compare(
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a field in every run (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the runs and the report "
                                        "(default: runs/<config name>-compare)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs to train at the same time."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Runs to train at the same time, each "
+                                       "with its share of the CPU cores (default: one per core, at most 4)."),
 ) -> None:
     """Train the same network once per activation and write report.html and summary.json comparing them.
 
@@ -178,7 +179,7 @@ def compare(
 
     \b
     Example:
-      mlp compare --config configs/compare.yaml --jobs 2
+      mlp compare --config configs/compare.yaml
     """
     from mlp.compare import run_compare
 
