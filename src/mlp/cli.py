@@ -325,7 +325,9 @@ def compare(
                                    help="Override a config key in every run (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
                                        help="Folder for the runs and the report (default: runs/<config name>-compare)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Runs to train at the same time."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, metavar="N",
+                                       help="Runs to train at the same time, each with its share of the CPU "
+                                            "cores (default: one per core, at most 4)."),
 ) -> None:
     """Train one run per activation and report how they differ.
 
@@ -334,7 +336,7 @@ def compare(
 
     \b
     Example:
-      mlp compare --config configs/compare.yaml --jobs 2
+      mlp compare --config configs/compare.yaml
     """
     from mlp.compare import run_compare
 
