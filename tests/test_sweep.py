@@ -171,7 +171,7 @@ def test_a_sweep_dir_that_is_a_file_or_cannot_be_made_is_a_user_error(tiny_confi
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    with pytest.raises(UserError, match="--sweep-dir locked/sweep: cannot make the folder: Permission denied"):
+    with pytest.raises(UserError, match="--sweep-dir locked/sweep: cannot make the folder: permission denied"):
         run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("locked/sweep"))
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from mlp import signals
 from mlp.config import Config, dump_yaml, load_config, parse_override
 from mlp.errors import UserError
+from mlp.files import output_folder
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
 FORCED = ("model.activation", "train.diagnostics")  # compare sets these itself
@@ -221,7 +222,7 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
     names = parse_activations(activations)
     base = load_config(config, sets)
     out = Path(out) if out is not None else Path("runs") / f"{base.name}-compare"
-    _make_folder(out)
+    output_folder(out, "--out")
     runs = plan(config, names, sets, out)
     reused = [r.activation for r in runs if r.state in ("finished", "diverged")]
     widths = base.model.widths
@@ -247,14 +248,3 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
     summary_file, report_file = write_report(out, runs, config, sets)
     _say(f"summary  {summary_file}\nreport   {report_file}\ncurves   tensorboard --logdir {out}")
     return 0
-
-
-def _make_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot make the folder: {e.strerror or e}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out} is not writable; choose another folder")

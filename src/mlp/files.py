@@ -96,3 +96,16 @@ def writing(path: Path | None = None, action: str = "write"):
             blocking = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
             reason = f"{blocking} is a file, not a folder" if blocking else reason
         raise UserError(f"cannot {action} {where}: {reason}") from None
+
+
+def output_folder(path: Path, flag: str) -> None:
+    """Make the folder a command writes into (``--out``, ``--sweep-dir``), or say in one line why
+    it cannot be used."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot make the folder: {cause(e)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path} is not writable; choose another folder")

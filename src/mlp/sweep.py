@@ -33,6 +33,7 @@ from typing import Any
 from mlp.config import dump_yaml, load_config, parse_override
 from mlp import signals
 from mlp.errors import UserError
+from mlp.files import output_folder
 from mlp.runs import COLUMNS, cell, markdown_table, read_run, text_table
 from mlp.space import Space, load_space, override_text, parse_grid, shown
 
@@ -339,7 +340,7 @@ def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, tr
     """What ``mlp sweep`` does; returns the exit code: 0, 1 if a trial failed, 128+N if stopped by signal N."""
     space = _space(grid, search, sampler, seed)
     plan = plan_sweep(config, space, trials, list(sets), sweep_dir)
-    _make_sweep_dir(plan.sweep_dir)
+    output_folder(plan.sweep_dir, "--sweep-dir")
     from mlp.study import JOURNAL_NAME, SweepStudy
 
     storage = storage or str(plan.sweep_dir / JOURNAL_NAME)
@@ -404,17 +405,6 @@ def _closing(plan: Plan, rows: list[dict], worker: Worker, storage: str) -> int:
     if failed:
         print(f"{failed} of {len(rows)} trials failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _make_sweep_dir(sweep_dir: Path) -> None:
-    if sweep_dir.exists() and not sweep_dir.is_dir():
-        raise UserError(f"--sweep-dir {sweep_dir} is a file, not a folder")
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--sweep-dir {sweep_dir}: cannot make the folder: {e.strerror or e}") from None
-    if not os.access(sweep_dir, os.W_OK | os.X_OK):
-        raise UserError(f"--sweep-dir {sweep_dir} is not writable; choose another folder")
 
 
 def _say(text: str, stream=None) -> None:
