@@ -85,7 +85,8 @@ def test_compare_trains_in_parallel_processes_from_the_command_line(tiny_config,
     assert (tmp_path / "par/gelu/train.log").read_text().count("epoch 1/1") == 1
 
 
-def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path, jobs):
     import signal
     import sys
     import time
@@ -93,21 +94,24 @@ def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path):
     from conftest import write_config
     from mlp.compare import plan
 
-    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 50}})
-    proc = subprocess.Popen([sys.executable, "-m", "mlp", "compare", "-c", config, "-a", "relu,tanh", "--out", "cmp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 500}})
+    proc = subprocess.Popen([sys.executable, "-m", "mlp", "compare", "-c", config, "-a", "relu,tanh,sigmoid",
+                             "--out", "cmp", "--jobs", str(jobs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    started = ["relu", "tanh"][:jobs]
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "cmp/relu/last.pth").is_file():  # an epoch is done
+        while not all((tmp_path / "cmp" / a / "last.pth").is_file() for a in started):  # an epoch is done
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches it (the workers have sessions of their own)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130 and "run the same command again to continue" in err
-    assert "relu        interrupted: stopped by SIGINT" in out and "tanh" not in out  # tanh never started
-    assert [r.state for r in plan(config, ["relu", "tanh"], [], Path("cmp"))] == ["resume", "new"]
+    assert all(f"{a:<11} interrupted: stopped by SIGINT" in out for a in started) and "sigmoid" not in out
+    states = [r.state for r in plan(config, ["relu", "tanh", "sigmoid"], [], Path("cmp"))]
+    assert states == ["resume"] * jobs + ["new"] * (3 - jobs)  # the next run never started
 
 
 @pytest.mark.parametrize("args, message", [

@@ -126,27 +126,34 @@ def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
 
 
 def _worker_start(threads: int) -> None:
-    # Idle workers ignore Ctrl-C; a training installs its own handler (save last.pth, stop).
+    # A session of its own: a terminal's Ctrl-C reaches only mlp compare, which passes each
+    # signal on once.  Idle workers ignore them; a training installs its own handler (save
+    # last.pth and stop; a second Ctrl-C quits at once).
+    os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 class _Stop:
-    """The parent's record of a Ctrl-C/SIGTERM while workers train (they get the terminal's
-    Ctrl-C themselves, and a SIGTERM is passed on); a second Ctrl-C quits at once."""
+    """mlp compare's handler while workers train: each SIGINT/SIGTERM is passed on to them, and
+    no further run starts; a second Ctrl-C also quits here at once."""
 
     def __init__(self):
         self.signum: int | None = None
         self.pool: ProcessPoolExecutor | None = None
 
     def __call__(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        again = self.signum is not None and signum == signal.SIGINT
         self.signum = signum
-        if signum == signal.SIGTERM and self.pool is not None:
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()  # the worker's training turns SIGTERM into "save and stop"
+        workers = getattr(self.pool, "_processes", None) or {}  # the executor's pid → process
+        for pid in list(workers):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass  # already gone
+        if again:
+            raise KeyboardInterrupt
 
 
 def train_all(todo: list[Planned], jobs: int) -> list[dict[str, Any]]:
