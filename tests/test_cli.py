@@ -1,6 +1,5 @@
 """The command line as a user meets it: help, exit codes, one-line errors."""
 
-import json
 import re
 import subprocess
 import sys

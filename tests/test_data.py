@@ -185,7 +185,6 @@ class _Marker:
 
 @pytest.mark.parametrize("make", ["os.system", "object array", "set", "structured array", "codec"])
 def test_cifar_pickles_that_hold_anything_else_are_refused(make, tmp_path):
-    import codecs
     import pickle
 
     import numpy as np

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REAL_DATA_ROOT, run_mlp, write_config
+from conftest import run_mlp
 from tbevents import read_events
 from mlp.checkpoint import load_checkpoint
 from mlp.config import load_config

@@ -16,7 +16,6 @@ processes, each with its share of the cores; ``--jobs 1`` trains here, one run a
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ from mlp import signals
 from mlp.config import Config, dump_yaml, load_config, parse_override
 from mlp.errors import UserError
 from mlp.files import output_folder
+from mlp.run_folder import previous_run
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
 FORCED = ("model.activation", "train.diagnostics")  # compare sets these itself
@@ -72,27 +72,8 @@ def plan(config: Path, activations: list[str], sets: list[str], out: Path) -> li
         overrides = [*sets, f"model.activation={name}", "train.diagnostics=step"]
         cfg = load_config(config, overrides if user_init else [*overrides, "model.init=auto"])
         run_dir = out / name
-        planned.append(Planned(name, cfg, run_dir, run_state(run_dir, cfg)))
+        planned.append(Planned(name, cfg, run_dir, previous_run(run_dir, dump_yaml(cfg), "choose another --out, or remove that folder to train it again")))
     return planned
-
-
-def run_state(run_dir: Path, cfg: Config) -> str:
-    """``finished``, ``diverged``, ``resume`` (its last.pth), or ``new``."""
-    config_file, metrics_file = run_dir / "config.yaml", run_dir / "metrics.json"
-    if not config_file.is_file():
-        return "new"
-    try:
-        same = config_file.read_text() == dump_yaml(cfg)
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"cannot read the run in {run_dir}: {type(e).__name__}: {e}") from None
-    if not same:
-        raise UserError(f"{run_dir} holds a run with a different config; choose another --out, "
-                        "or remove that folder to train it again")
-    status = metrics.get("status") if isinstance(metrics, dict) else None
-    if status in ("finished", "diverged"):
-        return status
-    return "resume" if (run_dir / "last.pth").is_file() else "new"
 
 
 def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,

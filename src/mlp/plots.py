@@ -177,7 +177,6 @@ def misclassified_figure(images: torch.Tensor, predicted: list[int], true: list[
     from torchvision.utils import make_grid
 
     cols = min(len(images), 8)
-    rows = math.ceil(len(images) / cols)
     height, width = images.shape[-2:]
     band, pad = height // 2, 2  # a white band above each image holds its two lines of text
     grid = make_grid(torch.nn.functional.pad(images.cpu(), (0, 0, band, 0), value=1.0),

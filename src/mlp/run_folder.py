@@ -21,6 +21,7 @@ the folder and the cause.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
-from mlp.errors import UserError
+from mlp.errors import UserError, first_line
 from mlp.files import cause, writing
 
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json")
@@ -176,3 +177,26 @@ def _made(path: Path, exist_ok: bool = False) -> bool:
 def _read(lock) -> str:
     lock.seek(0)
     return lock.read().strip()
+
+
+ENDED = ("finished", "pruned", "diverged")  # a run in one of these states is never trained again
+
+
+def previous_run(path: Path, config_yaml: str, retry_hint: str) -> str:
+    """What ``path`` holds of a run of the config ``config_yaml`` (a sweep's trial, a compare's
+    run): its status when it ended (``ENDED``), ``resume`` (a last.pth to continue) or ``new``.
+    A run of another config there is refused; ``retry_hint`` says what to do instead."""
+    config_file, metrics_file = path / "config.yaml", path / "metrics.json"
+    if not config_file.is_file():
+        return "new"
+    try:
+        same = config_file.read_text() == config_yaml
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"cannot read the run in {path}: {type(e).__name__}: {first_line(e)}") from None
+    if not same:
+        raise UserError(f"{path} holds a run with a different config; {retry_hint}")
+    status = metrics.get("status") if isinstance(metrics, dict) else None
+    if status in ENDED:
+        return status
+    return "resume" if (path / "last.pth").is_file() else "new"

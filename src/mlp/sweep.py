@@ -16,7 +16,6 @@ split the trials.  The leaderboard is read from the study, so it shows every wor
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import signal
@@ -34,10 +33,10 @@ from mlp.config import dump_yaml, load_config, parse_override
 from mlp import signals
 from mlp.errors import UserError
 from mlp.files import output_folder
+from mlp.run_folder import ENDED as DONE, previous_run
 from mlp.runs import COLUMNS, cell, markdown_table, read_run, text_table
 from mlp.space import Space, load_space, override_text, parse_grid, shown
 
-DONE = ("finished", "pruned", "diverged")  # a run folder in one of these states is never trained again
 
 
 @dataclass
@@ -141,21 +140,7 @@ def plan_trials(plan: Plan) -> list[Trial]:
 
 def trial_state(trial: Trial) -> str:
     """``finished``, ``pruned``, ``diverged``, ``resume`` (last.pth of this config), or ``new``."""
-    config_file, metrics_file = trial.run_dir / "config.yaml", trial.run_dir / "metrics.json"
-    if not config_file.is_file():
-        return "new"
-    try:
-        same = config_file.read_text() == trial.config_yaml
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read the run in {trial.run_dir}: {type(e).__name__}: {e}") from None
-    if not same:
-        raise UserError(f"{trial.run_dir} holds a run with a different config; use another --sweep-dir "
-                        "or remove that folder")
-    status = metrics.get("status") if isinstance(metrics, dict) else None
-    if status in DONE:
-        return status
-    return "resume" if (trial.run_dir / "last.pth").is_file() else "new"
+    return previous_run(trial.run_dir, trial.config_yaml, "use another --sweep-dir or remove that folder")
 
 
 class Worker:
