@@ -175,11 +175,11 @@ def test_a_sweep_dir_that_is_a_file_or_cannot_be_made_is_a_user_error(tiny_confi
         run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("locked/sweep"))
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
-def test_an_unwritable_sweep_dir_is_a_user_error(tiny_config, tmp_path):
-    (tmp_path / "sweep").mkdir(mode=0o500)
-    try:
-        with pytest.raises(UserError, match="--sweep-dir sweep is not writable"):
-            run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("sweep"))
-    finally:
-        (tmp_path / "sweep").chmod(0o700)
+def test_an_unwritable_sweep_dir_is_a_user_error(tiny_config, tmp_path, monkeypatch):
+    # The permission check is patched rather than made with chmod, which root (CI) ignores.
+    (tmp_path / "sweep").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path).name == "sweep"
+                        else real_access(path, mode, **kw))
+    with pytest.raises(UserError, match="--sweep-dir sweep is not writable"):
+        run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("sweep"))

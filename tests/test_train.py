@@ -147,17 +147,32 @@ def test_fp16_is_refused_without_cuda(tiny_config):
         _fit(tiny_config, ["train.precision=fp16"])
 
 
-def test_precision_auto_runs_bf16_only_where_the_cpu_multiplies_it_natively(tiny_config, monkeypatch, capsys):
+def _cpu_has(monkeypatch, amx: bool, avx512_bf16: bool):
+    """Patch both of the CPU's bf16 probes, so the test says the same on every processor."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, "bf16 (auto: this CPU has AMX)"),
+    (False, True, "bf16 (auto: this CPU has AVX512-BF16)"),
+    (True, True, "bf16 (auto: this CPU has AMX and AVX512-BF16)"),
+    (False, False, "fp32 (auto: this CPU has neither AMX nor AVX512-BF16, so bf16 would be emulated)"),
+])
+def test_precision_auto_follows_the_cpu_probes(monkeypatch, amx, avx512_bf16, expected):
     from mlp.device import resolve_precision
 
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    _cpu_has(monkeypatch, amx, avx512_bf16)
+    precision, why = resolve_precision("auto", torch.device("cpu"))
+    assert f"{precision} ({why})" == expected
+    assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "as configured")
+
+
+def test_precision_auto_runs_bf16_only_where_the_cpu_multiplies_it_natively(tiny_config, monkeypatch, capsys):
+    _cpu_has(monkeypatch, amx=True, avx512_bf16=False)
     metrics = json.loads((_fit(tiny_config, ["train.precision=auto", "train.epochs=1"]) / "metrics.json").read_text())
     assert "precision bf16 (auto: this CPU has AMX)" in capsys.readouterr().out
     assert metrics["precision"] == "bf16" and metrics["status"] == "finished"
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert resolve_precision("auto", torch.device("cpu"))[0] == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == ("bf16", "as configured")
 
 
 def test_metrics_record_where_the_time_went(tiny_config):
