@@ -98,7 +98,7 @@ def bench_plain(root, device, epochs, batch_size) -> float:
 def bench_mlp(device, epochs, batch_size, overrides=()) -> tuple[float, float]:
     """mlp's loop through fit(): samples/s over its recorded train_time_s, and fit's whole wall time."""
     from mlp.config import load_config
-    from mlp.train import fit
+    from mlp.training.loop import fit
 
     cfg = load_config(ROOT / "configs" / "mnist.yaml",
                       [f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.device={device}",
@@ -117,7 +117,7 @@ def bench_limit(data, cfg, device, epochs, batch_size) -> float:
     """The arithmetic alone: the same steps over the same normalised images already on the device
     (``data``, loaded once by main), with mlp's optimizer for ``cfg`` (the configured Adam, fused
     where torch has a fused kernel), and nothing else."""
-    from mlp.optim import build_optimizer
+    from mlp.training.optim import build_optimizer
 
     x, y, n = data.train.images, data.train.labels, len(data.train)
     torch.manual_seed(0)

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from mlp.config import load_config
 from mlp.data import epoch_batches, load_data
 from mlp.device import pick_device
-from mlp.diagnostics import LayerDiagnostics
+from mlp.observe.diagnostics import LayerDiagnostics
 from mlp.model import build_model
-from mlp.tensorboard import RunLogger
-from mlp.optim import build_optimizer
+from mlp.observe.tensorboard import RunLogger
+from mlp.training.optim import build_optimizer
 
 from bench import positive_int, run  # this folder's bench.py
 

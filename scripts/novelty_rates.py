@@ -18,7 +18,7 @@ import torch
 from mlp.config import load_config
 from mlp.data import load_data
 from mlp.errors import UserError
-from mlp.novelty import input_profile, novelty
+from mlp.observe.novelty import input_profile, novelty
 
 
 def cases(data) -> dict[str, torch.Tensor]:

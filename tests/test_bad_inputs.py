@@ -23,7 +23,7 @@ from conftest import write_config
 from fakedata import write_cifar, write_mnist
 from mlp.cli import app
 from mlp.config import load_config
-from mlp.train import fit
+from mlp.training.loop import fit
 
 
 class CreatesAFile:

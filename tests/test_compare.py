@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 from conftest import REAL_DATA_ROOT, run_mlp
-from mlp.compare import run_compare
-from mlp.report import draw_figures, findings, render
+from mlp.comparison.plan import run_compare
+from mlp.comparison.report import draw_figures, findings, render
 
 SMALL = ["model.depth=3", "model.width=32", "train.epochs=1"]
 
@@ -92,7 +92,7 @@ def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path, jobs):
     import time
 
     from conftest import write_config
-    from mlp.compare import plan
+    from mlp.comparison.plan import plan
 
     config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 500}})
     proc = subprocess.Popen([sys.executable, "-m", "mlp", "compare", "-c", config, "-a", "relu,tanh,sigmoid",

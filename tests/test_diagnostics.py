@@ -19,11 +19,11 @@ from tbevents import read_events
 from mlp.cli import app
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.diagnostics import LayerDiagnostics, Schedule, flat_tails
-from mlp.evaluate import evaluate
+from mlp.observe.diagnostics import LayerDiagnostics, Schedule, flat_tails
+from mlp.commands.evaluate import evaluate
 from mlp.model import build_model, hidden_layers
-from mlp.tensorboard import HPARAM_METRICS, MAIN_HPARAMS
-from mlp.train import fit
+from mlp.observe.tensorboard import HPARAM_METRICS, MAIN_HPARAMS
+from mlp.training.loop import fit
 
 LAYER_SCALARS = ("signal", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
 HISTOGRAMS = ("weights", "preactivations", "activations", "weight_grads")
@@ -283,7 +283,7 @@ def test_a_resumed_run_keeps_the_measurements_before_its_step(tiny_config, monke
     from test_resume import _signal_at_step
 
     from mlp.errors import Interrupted
-    from mlp.train import resume_target
+    from mlp.training.loop import resume_target
 
     with monkeypatch.context() as m:
         _signal_at_step(m, 23, signal.SIGINT)

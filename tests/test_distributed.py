@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from mlp import distributed
+from mlp.training import distributed
 from mlp.config import load_config
 from mlp.errors import UserError
-from mlp.evaluate import evaluate_checkpoint
-from mlp.train import fit
+from mlp.commands.evaluate import evaluate_checkpoint
+from mlp.training.loop import fit
 
 # 1 epoch of plain SGD leaves validation accuracy well below 100% on the fabricated data, so a
 # run that trained on the wrong images or did not average gradients would land far from the

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mlp.cli import app
 from mlp.model import ACTIVATIONS, make_activation
-from mlp.plots import (DPI, OVERVIEW_Y, activation_curve, activations_overview_figure, break_jumps,
+from mlp.observe.figures import (DPI, OVERVIEW_Y, activation_curve, activations_overview_figure, break_jumps,
                        confusion_matrix_figure, per_class_accuracy_figure, to_rgb_array)
 
 CLASSES = [f"{i} - {w}" for i, w in enumerate("zero one two three four five six seven eight nine".split())]

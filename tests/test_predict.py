@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from conftest import run_mlp, write_config
-from mlp.checkpoint import load_checkpoint, rebuild_model
+from mlp.run.checkpoint import load_checkpoint, rebuild_model
 from mlp.config import load_config
 from mlp.data import load_eval_split, read_split, resolve_root
-from mlp.predict import format_predictions, predict_files, read_image
-from mlp.train import fit
+from mlp.commands.predict import format_predictions, predict_files, read_image
+from mlp.training.loop import fit
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def test_an_input_unlike_the_training_images_is_flagged(digits):
 
 
 def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
-    from mlp.checkpoint import save_checkpoint
+    from mlp.run.checkpoint import save_checkpoint
 
     checkpoint, images, labels, _ = digits
     old = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "input_profile"}
@@ -193,7 +193,7 @@ def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
 
 
 def test_polarity_is_read_from_the_training_mean():
-    from mlp.predict import training_background
+    from mlp.commands.predict import training_background
 
     assert training_background([0.1307]) == "dark" and training_background([0.49, 0.48, 0.45]) is None
     assert training_background([0.9]) == "light"

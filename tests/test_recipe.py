@@ -7,8 +7,8 @@ import pytest
 
 from conftest import REAL_DATA_ROOT
 from mlp.config import load_config
-from mlp.evaluate import evaluate_checkpoint
-from mlp.train import fit
+from mlp.commands.evaluate import evaluate_checkpoint
+from mlp.training.loop import fit
 
 CONFIG = Path(__file__).parents[1] / "configs" / "mnist.yaml"
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import mlp.checkpoint
-import mlp.train
+import mlp.run.checkpoint
+import mlp.training.loop
 from conftest import run_mlp
-from mlp.checkpoint import load_checkpoint
+from mlp.run.checkpoint import load_checkpoint
 from mlp.config import load_config
 from mlp.errors import Interrupted, UserError
-from mlp.run_folder import RunFolder
-from mlp.train import fit, resume_target
+from mlp.run.folder import RunFolder
+from mlp.training.loop import fit, resume_target
 
 
 def _metrics(run):
@@ -52,7 +52,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_saying_so(tiny_config, tm
 
 
 def test_a_full_disk_leaves_the_last_finished_epoch_consistent(tiny_config, monkeypatch):
-    write = mlp.checkpoint._write_temporary
+    write = mlp.run.checkpoint._write_temporary
     written = []
 
     def full_at_epoch_2(path, data):
@@ -61,7 +61,7 @@ def test_a_full_disk_leaves_the_last_finished_epoch_consistent(tiny_config, monk
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(path, data)
 
-    monkeypatch.setattr(mlp.checkpoint, "_write_temporary", full_at_epoch_2)
+    monkeypatch.setattr(mlp.run.checkpoint, "_write_temporary", full_at_epoch_2)
     with pytest.raises(UserError) as e:
         fit(load_config(tiny_config, ["train.epochs=3"]), "run", progress=False)
     message = str(e.value)
@@ -72,13 +72,13 @@ def test_a_full_disk_leaves_the_last_finished_epoch_consistent(tiny_config, monk
     assert load_checkpoint("run/last.pth")["epoch"] == 1
     assert len(_metrics(Path("run"))["epochs"]) == 1
     assert not list(Path("run").glob(".*.tmp"))
-    monkeypatch.setattr(mlp.checkpoint, "_write_temporary", write)  # space again: the run resumes
+    monkeypatch.setattr(mlp.run.checkpoint, "_write_temporary", write)  # space again: the run resumes
     assert len(_metrics(fit(resume_target("run", []), progress=False))["epochs"]) == 3
 
 
 def test_a_stop_during_the_final_test_leaves_it_for_the_resume(tiny_config, monkeypatch):
     straight = _metrics(fit(load_config(tiny_config), "straight", progress=False))
-    evaluate = mlp.train.evaluate
+    evaluate = mlp.training.loop.evaluate
 
     def stopped_on_the_test_split(model, split, *args, **kwargs):
         if len(split) == 300:  # the fabricated test split (validation holds 200)
@@ -86,7 +86,7 @@ def test_a_stop_during_the_final_test_leaves_it_for_the_resume(tiny_config, monk
         return evaluate(model, split, *args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(mlp.train, "evaluate", stopped_on_the_test_split)
+        m.setattr(mlp.training.loop, "evaluate", stopped_on_the_test_split)
         with pytest.raises(Interrupted) as stopped:
             fit(load_config(tiny_config), "run", progress=False)
     assert stopped.value.exit_code == 128 + signal.SIGTERM

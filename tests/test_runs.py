@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_mlp
 from mlp.errors import UserError
-from mlp.runs import COLUMNS, format_runs, list_runs
+from mlp.commands.runs import COLUMNS, format_runs, list_runs
 
 
 def _run(folder, width, lr, val, test, status="finished", activation="relu"):
@@ -70,7 +70,7 @@ def test_runs_command(runs):
 
 
 def test_a_config_yaml_that_is_not_a_run_is_skipped(tmp_path):
-    from mlp.runs import list_runs
+    from mlp.commands.runs import list_runs
 
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "config.yaml").write_text("- a list\n- not a run\n")

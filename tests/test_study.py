@@ -25,9 +25,9 @@ import yaml
 
 from conftest import run_mlp
 from mlp.errors import UserError
-from mlp.space import load_space
-from mlp.study import STALE_AFTER_S, is_abandoned, this_worker
-from mlp.sweep import run_sweep
+from mlp.sweep.space import load_space
+from mlp.sweep.study import STALE_AFTER_S, is_abandoned, this_worker
+from mlp.sweep.runner import run_sweep
 
 GRID = ["--grid", "optimizer.lr=0.001,0.005", "--grid", "model.width=16,32", "--set", "train.epochs=1"]
 NAMES = {"lr=0.001,width=16", "lr=0.001,width=32", "lr=0.005,width=16", "lr=0.005,width=32"}

@@ -10,9 +10,9 @@ import yaml
 
 from conftest import run_mlp
 from mlp.errors import UserError
-from mlp.runs import format_runs, list_runs
-from mlp.space import parse_grid
-from mlp.sweep import plan_sweep, plan_trials, run_sweep, trial_state
+from mlp.commands.runs import format_runs, list_runs
+from mlp.sweep.space import parse_grid
+from mlp.sweep.runner import plan_sweep, plan_trials, run_sweep, trial_state
 
 # Plain SGD for one epoch leaves the fabricated data unsolved, so the trials' accuracies differ.
 HARD = ["train.epochs=1", "optimizer.name=sgd", "optimizer.momentum=0"]

@@ -8,12 +8,12 @@ import yaml
 
 from conftest import run_mlp
 from tbevents import read_events
-from mlp.checkpoint import load_checkpoint
+from mlp.run.checkpoint import load_checkpoint
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.evaluate import evaluate, evaluate_checkpoint
+from mlp.commands.evaluate import evaluate, evaluate_checkpoint
 from mlp.model import build_model
-from mlp.train import fit
+from mlp.training.loop import fit
 
 
 def _fit(path, overrides=(), run_dir="run"):

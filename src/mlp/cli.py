@@ -144,7 +144,7 @@ def train(
         from mlp.config import dump_yaml, load_config
 
         if resume is not None:
-            from mlp.train import resume_target
+            from mlp.training.loop import resume_target
 
             typer.echo(dump_yaml(resume_target(resume, set_, lock=False).config), nl=False)
         else:
@@ -152,10 +152,10 @@ def train(
         return
     on_epoch = None
     if os.environ.get("MLP_STUDY_TRIAL"):  # started by `mlp sweep`: report each epoch to its study
-        from mlp.study import TRIAL_ENV, epoch_reporter
+        from mlp.sweep.study import TRIAL_ENV, epoch_reporter
 
         on_epoch = epoch_reporter(os.environ[TRIAL_ENV])
-    from mlp.train import train_from_files
+    from mlp.training.loop import train_from_files
 
     train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                      on_epoch=on_epoch)
@@ -191,12 +191,12 @@ def eval_(
       mlp eval runs/mnist-20260101-120000/checkpoint.pth --split val --plots figures/
     """
     from mlp.config import TrainConfig
-    from mlp.evaluate import evaluate_checkpoint, format_report
+    from mlp.commands.evaluate import evaluate_checkpoint, format_report
 
     if device is not None:
         _validated(TrainConfig, "device", device, "--device")
     if plots is not None:
-        from mlp.plots import writable_folder, write_evaluation_plots
+        from mlp.observe.figures import writable_folder, write_evaluation_plots
 
         writable_folder(plots, "--plots")
     result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size,
@@ -242,7 +242,7 @@ def activations(
 
     if dataset is not None:
         dataset = _validated(DataConfig, "dataset", dataset, "--dataset")
-    from mlp.activations import draw_activations
+    from mlp.commands.activations import draw_activations
 
     written = draw_activations(out, log_dir, activation, dataset)
     typer.echo(f"wrote {len(written)} figures to {out}/ (overview: {out / 'overview.png'})")
@@ -305,7 +305,7 @@ def sweep(
       mlp sweep -c configs/mnist.yaml --grid model.activation=relu,tanh,sigmoid --grid model.depth=1,3
       mlp sweep -c configs/mnist.yaml --search space.yaml --trials 20 --jobs 2
     """
-    from mlp.sweep import run_sweep
+    from mlp.sweep.runner import run_sweep
 
     code = run_sweep(config, grid, search, trials, set_, sweep_dir, jobs, storage, study,
                      pruner.value if pruner else None, sampler.value if sampler else None, seed, leaderboard_only)
@@ -338,7 +338,7 @@ def compare(
     Example:
       mlp compare --config configs/compare.yaml
     """
-    from mlp.compare import run_compare
+    from mlp.comparison.plan import run_compare
 
     code = run_compare(config, activations, set_, out, jobs)
     if code:
@@ -365,7 +365,7 @@ def runs(
       mlp runs
       mlp runs runs/mnist-sweep --sort 'test acc'
     """
-    from mlp.runs import format_runs, list_runs
+    from mlp.commands.runs import format_runs, list_runs
 
     found = list_runs(folder, sort)
     for run in found:  # a damaged run is a row marked unreadable; why, is said here
@@ -409,7 +409,7 @@ def predict(
       mlp predict runs/mnist-20260101-120000/checkpoint.pth my_seven.jpg scan.png
     """
     from mlp.config import TrainConfig
-    from mlp.predict import format_predictions, predict_files
+    from mlp.commands.predict import format_predictions, predict_files
 
     device = _validated(TrainConfig, "device", device, "--device")
     predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,

@@ -98,9 +98,9 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
                         config: Path | None = None) -> dict[str, Any]:
     """``mlp eval``: rebuild the model from the file alone and measure it on one split.
 
-    With ``config``, the file is a bare state dict from another script (see mlp.state_dict).
+    With ``config``, the file is a bare state dict from another script (see mlp.commands.state_dict).
     """
-    from mlp.checkpoint import load_model
+    from mlp.run.checkpoint import load_model
     from mlp.data import load_eval_split, resolve_root
     from mlp.device import pick_device
 

@@ -7,7 +7,7 @@ initialisation: He for the ReLU family, Xavier for sigmoid and tanh, LeCun for S
 a normal run folder ``OUT/<activation>/`` (``mlp eval``, ``mlp runs``, ``mlp train --resume`` and
 TensorBoard read it; its training output goes to ``train.log`` there).  Running the same command
 again reuses the finished runs and resumes interrupted ones.  Then ``OUT/summary.json`` and
-``OUT/report.html`` (see ``mlp.report``) are written from the runs' files.
+``OUT/report.html`` (see ``mlp.comparison.report``) are written from the runs' files.
 
 With ``--jobs N`` (default: one per CPU core, at most 4), N runs train at the same time in worker
 processes, each with its share of the cores; ``--jobs 1`` trains here, one run after the other.  Ctrl-C (or SIGTERM) makes the running trainings save ``last.pth`` and stop.
@@ -26,11 +26,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from mlp import signals
+from mlp.training import signals
 from mlp.config import Config, dump_yaml, load_config, parse_override
 from mlp.errors import UserError
 from mlp.files import output_folder
-from mlp.run_folder import previous_run
+from mlp.run.folder import previous_run
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
 FORCED = ("model.activation", "train.diagnostics")  # compare sets these itself
@@ -83,7 +83,7 @@ def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
 
     from mlp.config import validate_config
     from mlp.errors import Diverged, Interrupted
-    from mlp.train import fit, resume_target
+    from mlp.training.loop import fit, resume_target
 
     if threads:
         torch.set_num_threads(threads)
@@ -231,7 +231,7 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
         for r in failed:
             print(f"error: {r['activation']}: {r['message']}", file=sys.stderr)
         return 1
-    from mlp.report import write_report
+    from mlp.comparison.report import write_report
 
     summary_file, report_file = write_report(out, runs, config, sets)
     _say(f"summary  {summary_file}\nreport   {report_file}\ncurves   tensorboard --logdir {out}")

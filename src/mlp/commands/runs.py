@@ -22,7 +22,7 @@ COLUMNS = {
     "run": "run", "status": "status", "dataset": "dataset", "activation": "activation", "width": "width",
     "depth": "depth", "lr": "lr", "optimizer": "optimizer", "epochs_done": "epochs",
     "best_val_acc": "best val acc", "test_acc": "test acc", "train_time_s": "train time",
-    "inactive_max": "inactive max", "signal_ratio": "signal 1/L",  # from diagnostics.json, see mlp.diagnostics
+    "inactive_max": "inactive max", "signal_ratio": "signal 1/L",  # from diagnostics.json, see mlp.observe.diagnostics
 }
 BEST_FIRST = {"best_val_acc", "test_acc"}  # sorted high to low; every other column low to high
 

@@ -6,8 +6,8 @@ runs/<name>-<time>/
   last.pth               the latest state: everything needed to resume exactly
   checkpoint.pth         the best epoch on validation accuracy
   metrics.json           status, per-epoch history, best epoch, final test metrics
-  diagnostics.json       per-layer measurements (mlp.diagnostics writes it through write_json)
-  events.out.tfevents.*  TensorBoard (mlp.tensorboard.RunLogger writes those)
+  diagnostics.json       per-layer measurements (mlp.observe.diagnostics writes it through write_json)
+  events.out.tfevents.*  TensorBoard (mlp.observe.tensorboard.RunLogger writes those)
   .lock                  held by the one process that writes the run
 ```
 
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlp.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
+from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
 from mlp.errors import UserError, first_line
 from mlp.files import cause, writing
 

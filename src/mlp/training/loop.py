@@ -28,21 +28,22 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from mlp import __version__, distributed
-from mlp.checkpoint import load_checkpoint
+from mlp import __version__
+from mlp.training import distributed
+from mlp.run.checkpoint import load_checkpoint
 from mlp.config import Config, activation_label, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
 from mlp.device import pick_device, resolve_precision
-from mlp.diagnostics import LayerDiagnostics
+from mlp.observe.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, RunEnded, UserError
-from mlp.evaluate import evaluate, misclassified
+from mlp.commands.evaluate import evaluate, misclassified
 from mlp.model import build_model, check_memory, count_parameters
-from mlp.novelty import input_profile
-from mlp.optim import build_optimizer, build_scheduler
-from mlp.run_folder import RunFolder, metrics_record
-from mlp.signals import StopRequest
-from mlp.state import EpochMetrics, EpochTotals, RandomStreams, TrainingState, stack, upgrade_resume_section
-from mlp.tensorboard import RunLogger
+from mlp.observe.novelty import input_profile
+from mlp.training.optim import build_optimizer, build_scheduler
+from mlp.run.folder import RunFolder, metrics_record
+from mlp.training.signals import StopRequest
+from mlp.training.state import EpochMetrics, EpochTotals, RandomStreams, TrainingState, stack, upgrade_resume_section
+from mlp.observe.tensorboard import RunLogger
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.

@@ -58,7 +58,7 @@ class StopRequest:
                        "logging step or epoch end")
 
     def agree(self, device) -> None:
-        from mlp import distributed
+        from mlp.training import distributed
 
         self.signum = distributed.agree_on_stop(self.received, device)
 

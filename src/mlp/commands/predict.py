@@ -16,7 +16,7 @@ Each image is turned into what the model was trained on:
 6. normalised with the training mean and standard deviation.
 
 The model then answers, and an image unlike every training image is flagged (``novelty``
-above 1, see mlp.novelty): the model answers for any input, often with near-certainty, so
+above 1, see mlp.observe.novelty): the model answers for any input, often with near-certainty, so
 its answer on such an image is a guess.
 """
 
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mlp.checkpoint import load_model
+from mlp.run.checkpoint import load_model
 from mlp.data import normalise
 from mlp.device import pick_device
 from mlp.errors import first_line
-from mlp.novelty import novelty
+from mlp.observe.novelty import novelty
 
 # What Pillow raises for a missing, damaged or hostile file (SyntaxError: some broken PNGs).
 UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -122,7 +122,7 @@ def predict_files(checkpoint: Path, paths: list[Path], top_k: int, device: str =
                   ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """Predictions for the readable images, and (path, reason) for each that could not be read.
 
-    With ``config``, ``checkpoint`` is a bare state dict from another script (see mlp.state_dict).
+    With ``config``, ``checkpoint`` is a bare state dict from another script (see mlp.commands.state_dict).
     """
     ckpt, _, model = load_model(checkpoint, config, data_root)
     dev = pick_device(device, "--device")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlp.errors import Pruned, UserError
-from mlp.space import Space
+from mlp.sweep.space import Space
 
 HEARTBEAT_S = 30  # how often a worker marks its trials alive
 STALE_AFTER_S = 300  # a trial whose worker (on another machine) has been silent this long is taken over

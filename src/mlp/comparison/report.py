@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp import __version__
-from mlp.checkpoint import atomic_write_json
+from mlp.run.checkpoint import atomic_write_json
 
 PALETTE = {"relu": "#0072B2", "leaky_relu": "#56B4E9", "elu": "#009E73", "selu": "#882255", "gelu": "#CC79A7",
            "silu": "#E69F00", "tanh": "#D55E00", "sigmoid": "#000000"}
@@ -68,7 +68,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def moments(record: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
     """The measurements of ``key`` (signal, inactive) at the first step, at the end of epoch 1 and at
     the end of training (the last measured at or before each), by those names."""
-    from mlp.diagnostics import measured
+    from mlp.observe.diagnostics import measured
 
     items = measured(record, key)
     if not items:
@@ -95,9 +95,9 @@ def loss_curve(run_dir: Path) -> list[list[float]]:
 
 
 def run_summary(run) -> dict[str, Any]:
-    """One activation's entry in summary.json (``run`` is a ``mlp.compare.Planned``)."""
+    """One activation's entry in summary.json (``run`` is a ``mlp.comparison.plan.Planned``)."""
     metrics, record = read_json(run.run_dir / "metrics.json"), read_json(run.run_dir / "diagnostics.json")
-    from mlp.diagnostics import summarise
+    from mlp.observe.diagnostics import summarise
 
     signal, inactive = moments(record, "signal"), moments(record, "inactive")
     epochs = metrics.get("epochs") or []
@@ -438,7 +438,7 @@ def activations_figure(activations: list[str], style: dict):
     import numpy as np
     import torch
 
-    from mlp.diagnostics import flat_tails
+    from mlp.observe.diagnostics import flat_tails
     from mlp.model import make_activation
 
     cols = min(4, len(activations))

@@ -2,7 +2,7 @@
 
 TensorBoard's Time Series tab orders tag groups alphabetically and opens the first two, so the
 groups are named for that order: ``accuracy`` and ``loss`` first, then ``per_layer`` (the
-diagnostics of ``mlp.diagnostics``, one card per metric and hidden layer, layers of one metric
+diagnostics of ``mlp.observe.diagnostics``, one card per metric and hidden layer, layers of one metric
 side by side), ``predictions`` and ``samples`` (images), ``summary`` (the run's diagnostics in
 two numbers) and ``training`` (learning rate, speed).  Every tag carries a description (the
 (i) beside a card's title), written with its first value; values are written in TensorBoard's
@@ -158,7 +158,7 @@ class RunLogger:
         with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
             warnings.simplefilter("ignore", FutureWarning)
             self.writer.add_graph(model, examples[:1])
-        from mlp.plots import denormalise
+        from mlp.observe.figures import denormalise
 
         # add_images tiles the batch into one grid itself (and needs no torchvision import)
         self._image("samples/inputs", denormalise(examples, mean, std), 0, "NCHW")
@@ -229,7 +229,7 @@ class RunLogger:
 
     def misclassified(self, split: str, epoch: int, images: torch.Tensor, predicted: torch.Tensor,
                       true: torch.Tensor, classes: list[str], mean: list[float], std: list[float]) -> None:
-        from mlp.plots import denormalise, misclassified_figure
+        from mlp.observe.figures import denormalise, misclassified_figure
 
         if len(images):
             fig = misclassified_figure(denormalise(images.cpu(), mean, std), predicted.tolist(), true.tolist(), classes)
@@ -240,7 +240,7 @@ class RunLogger:
         self.scalar("loss/test", result["loss"], epoch)
         self.scalar("accuracy/test", result["accuracy"], epoch)
         if figures:
-            from mlp.plots import confusion_matrix_figure, per_class_accuracy_figure
+            from mlp.observe.figures import confusion_matrix_figure, per_class_accuracy_figure
 
             self._figure("predictions/confusion_matrix_test", confusion_matrix_figure(result["confusion"], classes),
                          epoch)
@@ -250,7 +250,7 @@ class RunLogger:
         self.writer.file_writer.add_summary(session_end)
 
     def _figure(self, tag: str, fig, step: int) -> None:
-        from mlp.plots import to_rgb_array
+        from mlp.observe.figures import to_rgb_array
 
         self._image(tag, to_rgb_array(fig), step, "HWC")
 

@@ -25,8 +25,8 @@ PIXEL_IMAGES = 8  # images per data set row
 def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
     """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png`` (with a data set, also
     ``<out>/before_after_<name>.png`` and ``<out>/before_after.png``); log the same to ``log_dir``."""
-    from mlp.plots import activation_curve, activation_figure, activations_overview_figure, to_rgb_array, writable_folder
-    from mlp.tensorboard import log_activations
+    from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array, writable_folder
+    from mlp.observe.tensorboard import log_activations
 
     try:
         chosen = [parse_activation(n)[0] for n in names] if names else list(ACTIVATIONS)
@@ -58,14 +58,14 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
 
 
 def _save(image, path: Path) -> Path:
-    from mlp.plots import save_png
+    from mlp.observe.figures import save_png
 
     return save_png(image, path)
 
 
 def _before_after_figures(images: torch.Tensor, after: dict[str, torch.Tensor], dataset: str) -> dict:
     """``before_after_<name>``: the input row above the activated row; ``before_after``: all of them."""
-    from mlp.plots import before_after_figure, to_rgb_array
+    from mlp.observe.figures import before_after_figure, to_rgb_array
 
     low, high = float(images.min()), float(images.max())
     scale = f"one grey scale for every row: {low:.2f} black, {high:.2f} white"

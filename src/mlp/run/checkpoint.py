@@ -21,8 +21,8 @@ import torch
 from mlp.errors import UserError, first_line
 from mlp.files import require_file
 
-# 2: last.pth's "resume" section is the training state under its own field names (mlp.train.TrainingState);
-# a format-1 last.pth is converted when it is resumed (mlp.train.upgrade_resume_section).
+# 2: last.pth's "resume" section is the training state under its own field names (mlp.training.loop.TrainingState);
+# a format-1 last.pth is converted when it is resumed (mlp.training.loop.upgrade_resume_section).
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "model_state", "classes", "input_shape", "normalization")
 
@@ -230,7 +230,7 @@ def load_model(path: str | Path, config: str | Path | None = None, data_root: st
     """The checkpoint, its config and its model, for ``mlp eval`` and ``mlp predict``.
 
     ``path`` is an mlp checkpoint, or with ``config`` a bare state dict from another script
-    (see mlp.state_dict); the data set's files are then read for the normalisation.
+    (see mlp.commands.state_dict); the data set's files are then read for the normalisation.
     """
     path = Path(path)
     obj = read_torch_file(path)
@@ -242,7 +242,7 @@ def load_model(path: str | Path, config: str | Path | None = None, data_root: st
     elif config is None:
         ckpt = load_checkpoint(path)  # says that --config is needed
     else:
-        from mlp.state_dict import adopt_state_dict
+        from mlp.commands.state_dict import adopt_state_dict
 
         ckpt = adopt_state_dict(weights, path, Path(config), data_root)
     cfg, model = rebuild_model(ckpt, path)

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from mlp.config import dump_yaml, load_config, parse_override
-from mlp import signals
+from mlp.training import signals
 from mlp.errors import UserError
 from mlp.files import output_folder
-from mlp.run_folder import ENDED as DONE, previous_run
-from mlp.runs import COLUMNS, cell, markdown_table, read_run, text_table
-from mlp.space import Space, load_space, override_text, parse_grid, shown
+from mlp.run.folder import ENDED as DONE, previous_run
+from mlp.commands.runs import COLUMNS, cell, markdown_table, read_run, text_table
+from mlp.sweep.space import Space, load_space, override_text, parse_grid, shown
 
 
 
@@ -167,7 +167,7 @@ class Worker:
                 proc.send_signal(signum)
 
     def run(self) -> None:
-        from mlp.study import storage_errors
+        from mlp.sweep.study import storage_errors
 
         done = threading.Event()
         beating = threading.Thread(target=self._heartbeat, args=(done,), daemon=True)
@@ -237,7 +237,7 @@ class Worker:
         else:
             command += ["--config", str(self.plan.config), *(a for o in trial.overrides for a in ("--set", o)),
                         "--run-dir", str(trial.run_dir), "--overwrite"]
-        from mlp.study import TRIAL_ENV
+        from mlp.sweep.study import TRIAL_ENV
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1", TRIAL_ENV: self.study.child_env(claim, trial.epochs)}
         if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of each taking them all
@@ -248,7 +248,7 @@ class Worker:
                 return None, ""
             _say(announce)
             trial.run_dir.mkdir(parents=True, exist_ok=True)
-            # The child writes its log itself: it outlives this process if need be (see mlp.study._die_with_parent).
+            # The child writes its log itself: it outlives this process if need be (see mlp.sweep.study._die_with_parent).
             with open(log_file, "a") as log:
                 log.write(f"$ mlp {' '.join(command[3:])}\n")
                 log.flush()
@@ -262,7 +262,7 @@ class Worker:
 
     def _heartbeat(self, done: threading.Event) -> None:
         """Mark this worker's trials alive; stop a trial that another worker took over."""
-        from mlp.study import HEARTBEAT_S
+        from mlp.sweep.study import HEARTBEAT_S
 
         while not done.wait(HEARTBEAT_S):
             with self.lock:
@@ -326,7 +326,7 @@ def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, tr
     space = _space(grid, search, sampler, seed)
     plan = plan_sweep(config, space, trials, list(sets), sweep_dir)
     output_folder(plan.sweep_dir, "--sweep-dir")
-    from mlp.study import JOURNAL_NAME, SweepStudy
+    from mlp.sweep.study import JOURNAL_NAME, SweepStudy
 
     storage = storage or str(plan.sweep_dir / JOURNAL_NAME)
     pruner = pruner or ("none" if space.kind == "grid" else "median")
@@ -366,7 +366,7 @@ def _space(grid: list[str], search: Path | None, sampler: str | None, seed: int 
 
 
 def _shown_storage(storage: str) -> str:
-    from mlp.study import _hide_password
+    from mlp.sweep.study import _hide_password
 
     return _hide_password(storage) if "://" in storage else storage
 
@@ -399,14 +399,14 @@ def _say(text: str, stream=None) -> None:
     stream.flush()
 
 
-# the leaderboard's columns after the trial and its swept values: keys of mlp.runs.COLUMNS, as in `mlp runs --json`
+# the leaderboard's columns after the trial and its swept values: keys of mlp.commands.runs.COLUMNS, as in `mlp runs --json`
 LEADERBOARD = ["status", "epochs_done", "best_val_acc", "test_acc", "train_time_s"]
 
 
 def leaderboard(plan: Plan, study) -> list[dict[str, Any]]:
     """One row per trial of the study (a resumed trial's attempts are one row), read from the
     storage alone; best validation accuracy first.  A grid also lists combinations not started."""
-    from mlp.study import origin
+    from mlp.sweep.study import origin
 
     latest = {}
     for trial in sorted(study.trials(), key=lambda t: t.number):
@@ -427,7 +427,7 @@ def leaderboard(plan: Plan, study) -> list[dict[str, Any]]:
 
 
 def _row(plan: Plan, trial, me: dict, now: float) -> dict[str, Any]:
-    from mlp.study import is_abandoned, origin
+    from mlp.sweep.study import is_abandoned, origin
     from optuna.trial import TrialState
 
     attrs, reported = trial.user_attrs, trial.intermediate_values

@@ -1,0 +1,1 @@
+"""The commands that read what training made: eval, predict, runs, activations."""

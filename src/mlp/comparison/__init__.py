@@ -1,0 +1,1 @@
+"""mlp compare: the plan of runs, the summary, the findings and the report."""

@@ -1,0 +1,1 @@
+"""What a run shows: diagnostics, TensorBoard, every figure, the novelty measure."""

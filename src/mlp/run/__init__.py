@@ -1,0 +1,1 @@
+"""The run folder as a format: its writer, its reader, the checkpoint schema."""

@@ -1,0 +1,1 @@
+"""Training: the loop (fit), its state, signals, distributed launch, optimizer and schedule."""
