@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mlp.run.checkpoint
+import mlp.run.durable
 import mlp.training.loop
 from conftest import run_mlp
 from mlp.run.checkpoint import load_checkpoint
@@ -52,27 +52,27 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_saying_so(tiny_config, tm
 
 
 def test_a_full_disk_leaves_the_last_finished_epoch_consistent(tiny_config, monkeypatch):
-    write = mlp.run.checkpoint._write_temporary
+    write = mlp.run.durable.write_temporary
     written = []
 
     def full_at_epoch_2(path, data):
         written.append(path.name)
-        if path.name == "metrics.json" and written.count("metrics.json") == 2:
+        if path.name == "last.pth" and written.count("last.pth") == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(path, data)
 
-    monkeypatch.setattr(mlp.run.checkpoint, "_write_temporary", full_at_epoch_2)
+    monkeypatch.setattr(mlp.run.durable, "write_temporary", full_at_epoch_2)
     with pytest.raises(UserError) as e:
         fit(load_config(tiny_config, ["train.epochs=3"]), "run", progress=False)
     message = str(e.value)
     assert "\n" not in message and "no space left on the device" in message and "run" in message
-    # epoch 2's checkpoints were written before metrics.json failed, but replaced nothing
-    assert written.count("checkpoint.pth") == 2 and written.count("last.pth") == 2
+    # epoch 2's checkpoint.pth and metrics.json were written before last.pth failed, but replaced nothing
+    assert written.count("checkpoint.pth") == 2 and written.count("metrics.json") == 2
     assert load_checkpoint("run/checkpoint.pth")["epoch"] == 1
     assert load_checkpoint("run/last.pth")["epoch"] == 1
     assert len(_metrics(Path("run"))["epochs"]) == 1
     assert not list(Path("run").glob(".*.tmp"))
-    monkeypatch.setattr(mlp.run.checkpoint, "_write_temporary", write)  # space again: the run resumes
+    monkeypatch.setattr(mlp.run.durable, "write_temporary", write)  # space again: the run resumes
     assert len(_metrics(fit(resume_target("run", []), progress=False))["epochs"]) == 3
 
 

@@ -109,3 +109,39 @@ def output_folder(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: cannot make the folder: {cause(e)}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path} is not writable; choose another folder")
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """A descriptor of ``path`` when it is a regular file, opened without following a link and
+    without waiting on a pipe; an ``OSError`` (``ELOOP`` for a link, ``EINVAL`` for a pipe,
+    device or socket) otherwise.  ``flags`` may add ``O_RDWR | O_CREAT`` to make it."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(kind) else "a pipe, device or socket"
+        raise OSError(errno.EISDIR if stat.S_ISDIR(kind) else errno.EINVAL, f"it is {what}, not a file", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (``ValueError`` past it);
+    never through a symbolic link, never from a pipe or device (``OSError``)."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit // 2**20} MB, more than such a file ever holds")
+    return data
+
+
+def why_unreadable(error: OSError) -> str:
+    """``cause`` for a file mlp reads, naming a link or a special file as what it is."""
+    if error.errno == errno.ELOOP:
+        return "it is a symbolic link, which mlp does not follow inside a run folder"
+    if error.errno in (errno.EINVAL, errno.EISDIR) and error.strerror and error.strerror.startswith("it is"):
+        return error.strerror
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "not readable (permission denied)"
+    return cause(error)

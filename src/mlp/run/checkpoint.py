@@ -7,10 +7,7 @@ loaded with ``torch.load(weights_only=True)``, which never runs code from the fi
 from __future__ import annotations
 
 import io
-import json
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,61 +17,12 @@ import torch
 
 from mlp.errors import UserError, first_line
 from mlp.files import require_file
+from mlp.run.durable import atomic_write_bytes, atomic_write_json, json_bytes  # noqa: F401 (their home before)
 
 # 2: last.pth's "resume" section is the training state under its own field names (mlp.training.loop.TrainingState);
 # a format-1 last.pth is converted when it is resumed (mlp.training.loop.upgrade_resume_section).
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "model_state", "classes", "input_shape", "normalization")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    atomic_write_many({Path(path): data})
-
-
-def atomic_write_many(files: dict[Path, bytes]) -> None:
-    """Several files, all or none: every one is written to its temporary file and fsynced before
-    the first rename, so a full disk (or any failed write) leaves all the old files in place."""
-    written: list[tuple[str, Path]] = []
-    try:
-        for path, data in files.items():
-            written.append((_write_temporary(path, data), path))
-    except BaseException:
-        for tmp, _ in written:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    for tmp, path in written:
-        os.replace(tmp, path)
-    for folder in {path.parent for path in files}:
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the renames themselves durable
-        finally:
-            os.close(dir_fd)
-
-
-def _write_temporary(path: Path, data: bytes) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json_bytes(obj))
 
 
 def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
@@ -121,7 +69,10 @@ def check_checkpoint(ckpt: Any, path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise UserError(f"{path} is a torch file but not an mlp checkpoint (no format_version)")
     version = ckpt["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path} is not a valid mlp checkpoint (format_version is {version!r}, not a format "
+                        "number mlp writes); use a checkpoint mlp train wrote")
+    if version > FORMAT_VERSION:
         raise UserError(
             f"{path} was written by a newer mlp (checkpoint format {version}; this one reads up to "
             f"{FORMAT_VERSION}); upgrade mlp to load it"
@@ -129,6 +80,9 @@ def check_checkpoint(ckpt: Any, path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise UserError(f"{path} is not a complete mlp checkpoint: missing {', '.join(missing)}")
+    from mlp.run.schema import check_fields
+
+    check_fields(ckpt, path)
     return ckpt
 
 

@@ -21,20 +21,28 @@ the folder and the cause.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import re
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, load_checkpoint
-from mlp.errors import UserError, first_line
-from mlp.files import cause, writing
+from mlp.errors import UserError
+from mlp.files import cause, open_regular, writing
+from mlp.run.checkpoint import checkpoint_bytes, json_bytes
+from mlp.run.durable import commit, previous_name
+from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, RunDamaged, RunRecord
 
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json")
-LOCK_FILE = ".lock"
+RUN_FILES = (CONFIG, METRICS, BEST, LAST, "diagnostics.json")
+LOCK_FILE = LOCK
+COMMIT_ORDER = (BEST, METRICS, LAST)  # an epoch's files are renamed in this order: last.pth makes them current
+KEPT = (BEST, METRICS)  # kept as .<name>.previous until the set is complete, to roll a cut-short set back
+# what mlp leaves behind when a write is cut short (today's names and the older mkstemp ones)
+_LEFTOVER = re.compile(r"\.(%s)\.[A-Za-z0-9_]{8}\.tmp" % "|".join(map(re.escape, RUN_FILES)))
 
 
 class RunFolder:
@@ -44,6 +52,7 @@ class RunFolder:
         self.path = Path(path)
         self.writes = writes
         self.facts: dict[str, Any] = {}  # what heads metrics.json: name, device, parameters
+        self.epoch_held = 0  # the finished epochs the files in the folder hold
         self._lock = None
 
     @classmethod
@@ -60,15 +69,20 @@ class RunFolder:
             if path.exists() and not path.is_dir():
                 raise UserError(f"--run-dir {path} is a file, not a folder")
         _made(path, exist_ok=True)
+        ours = RunRecord(path).has(LOCK_FILE)  # every folder an mlp run wrote has its lock file
         folder = cls(path).locked()
-        if any(item.name != LOCK_FILE for item in path.iterdir()):
-            if not overwrite:
-                folder.release()
-                raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
-                                f"or use --resume {path} to continue it")
-            for item in path.iterdir():
-                if item.name in RUN_FILES or item.name.startswith("events.out.tfevents."):
-                    item.unlink()
+        others = sorted(item.name for item in path.iterdir() if item.name != LOCK_FILE)
+        if others and not overwrite:
+            folder.release(forget=not ours)
+            raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
+                            f"or use --resume {path} to continue it")
+        if others and not ours:
+            folder.release(forget=True)
+            raise UserError(f"--run-dir {path} holds files no mlp run wrote ({', '.join(others[:3])}"
+                            f"{', ...' if len(others) > 3 else ''}); --overwrite replaces only a run of mlp: "
+                            "choose an empty folder")
+        if others:
+            folder.remove_run_files()
         folder.remove_leftovers()
         return folder
 
@@ -85,8 +99,16 @@ class RunFolder:
     def locked(self) -> RunFolder:
         import fcntl
 
-        with writing(self.path / LOCK_FILE):
-            lock = open(self.path / LOCK_FILE, "a+")
+        file = self.path / LOCK_FILE
+        try:
+            lock = os.fdopen(open_regular(file, os.O_RDWR | os.O_CREAT), "r+")
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"{file} is a symbolic link, not the lock file mlp makes; remove it "
+                                "(mlp never follows it)") from None
+            if e.errno == errno.EINVAL:
+                raise UserError(f"{file} is a pipe, device or socket, not the lock file mlp makes; remove it") from None
+            raise UserError(f"cannot create {file}: {cause(e)}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,18 +120,25 @@ class RunFolder:
         if stale:  # written by a process that ended without releasing it: killed, or its machine went down
             print(f"note: {self.path} was locked by {stale}, which is no longer running; taking the lock over",
                   file=sys.stderr)
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        lock.flush()
+        try:
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            lock.flush()
+        except OSError as e:
+            lock.close()
+            raise UserError(f"cannot write {file}: {cause(e)}") from None
         self._lock = lock
         return self
 
     def release(self, forget: bool = False) -> None:
         """Drop the lock; ``forget`` also removes the lock file (a folder that turned out to hold no run)."""
         if self._lock is not None:
-            self._lock.truncate(0)  # an empty lock file: released in good order
-            if forget:
-                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                self._lock.truncate(0)  # an empty lock file: released in good order
+                if forget:
+                    (self.path / LOCK_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass  # the lock goes with the descriptor all the same
             self._lock.close()  # closing drops the flock
             self._lock = None
 
@@ -121,21 +150,61 @@ class RunFolder:
 
     # The files -----------------------------------------------------------------------------
 
+    def remove_run_files(self) -> None:
+        """The files an earlier run wrote here (``--overwrite``): regular files by mlp's names only."""
+        for item in self.path.iterdir():
+            if (item.name in RUN_FILES or item.name.startswith("events.out.tfevents.")
+                    or item.name in {previous_name(self.path / name).name for name in KEPT}):
+                mode = os.lstat(item).st_mode
+                if not stat.S_ISREG(mode):
+                    self.release()
+                    raise UserError(f"{item} is a folder, link or special file, not a file mlp wrote; move it "
+                                    "away, then --overwrite")
+                with writing(item, action="remove"):
+                    item.unlink()
+
     def remove_leftovers(self) -> None:
-        """Temporary files of a write cut short by a kill -9."""
-        for leftover in self.path.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        """Temporary files of a write cut short by a kill -9 (by mlp's names: no other file is touched)."""
+        for item in self.path.iterdir():
+            if _LEFTOVER.fullmatch(item.name) and stat.S_ISREG(os.lstat(item).st_mode):
+                with writing(item, action="remove"):
+                    item.unlink(missing_ok=True)
+
+    def recover(self, last: dict[str, Any]) -> None:
+        """Before a resume: roll back what an epoch's set cut short replaced ahead of ``last`` (last.pth,
+        which makes a set current), so the folder holds the set last.pth names; then check it does."""
+        record = RunRecord(self.path)
+        best_epoch = last["resume"]["best"]["epoch"]
+        self.epoch_held = last["resume"]["epoch"]
+        previous = previous_name(self.path / BEST)
+        if record.has(previous.name):
+            held = _epoch_or_none(record, BEST)
+            if held != best_epoch and _epoch_or_none(record, previous.name) == best_epoch:
+                os.replace(previous, self.path / BEST)
+                print(f"note: {self.path}: put back the checkpoint.pth of epoch {best_epoch} (the write of epoch "
+                      f"{held} was cut short)", file=sys.stderr)
+            previous.unlink(missing_ok=True)
+        record = RunRecord(self.path)
+        record.check_agreement(last)
+        previous_name(self.path / METRICS).unlink(missing_ok=True)
+        metrics = _metrics_or_none(record)
+        history = last["resume"]["history"]
+        if metrics is None or metrics.get("epochs") != history or (metrics.get("best") or {}).get("epoch") != best_epoch:
+            self.save(metrics={**(metrics or {}), **metrics_record("interrupted", history, last["resume"]["best"])})
 
     def write_config(self, text: str) -> None:
-        self._write({"config.yaml": text.encode()})
+        self._write({CONFIG: text.encode()})
 
     def save(self, *, last: dict | None = None, best: dict | None = None, metrics: dict | None = None) -> None:
-        """Any of last.pth, checkpoint.pth and metrics.json, all or none."""
-        files = {"last.pth": last, "checkpoint.pth": best}
-        blobs = {name: checkpoint_bytes(payload) for name, payload in files.items() if payload is not None}
+        """Any of checkpoint.pth, metrics.json and last.pth, all or none, renamed in that order."""
+        blobs = {}
+        if best is not None:
+            blobs[BEST] = checkpoint_bytes(best)
         if metrics is not None:
-            blobs["metrics.json"] = json_bytes({**self.facts, **metrics})
-        self._write(blobs)
+            blobs[METRICS] = json_bytes({**self.facts, **metrics})
+        if last is not None:
+            blobs[LAST] = checkpoint_bytes(last)
+        self._write(blobs, epoch=last["epoch"] if last is not None else None)
 
     def write_json(self, name: str, data: Any) -> None:
         self._write({name: json_bytes(data)})
@@ -144,17 +213,31 @@ class RunFolder:
         """metrics.json: ``running``, ``finished``, ``interrupted``, ``diverged`` or ``failed``."""
         self.save(metrics=metrics_record(status, history, best, test))
 
-    def best_checkpoint(self) -> dict[str, Any]:
-        return load_checkpoint(self.path / "checkpoint.pth")
+    def best_checkpoint(self, epoch: int | None = None) -> dict[str, Any]:
+        """checkpoint.pth, refused (one line) unless it holds ``epoch`` when one is given."""
+        ckpt = RunRecord(self.path).checkpoint(BEST)
+        if epoch is not None and ckpt.get("epoch") != epoch:
+            raise RunDamaged(f"{self.path / BEST} holds epoch {ckpt.get('epoch')}, not the best epoch {epoch} "
+                             "this run measured; put back that epoch's checkpoint.pth, or train again")
+        return ckpt
 
-    def _write(self, blobs: dict[str, bytes]) -> None:
+    def _write(self, blobs: dict[str, bytes], epoch: int | None = None) -> None:
         if not self.writes or not blobs:
             return
         try:
-            atomic_write_many({self.path / name: data for name, data in blobs.items()})
+            commit({self.path / name: data for name, data in blobs.items()},
+                   keep=tuple(self.path / name for name in KEPT))
         except OSError as e:
-            raise UserError(f"cannot write {', '.join(blobs)} in {self.path}: {cause(e)}; the files there "
-                            "still hold the last finished epoch (free space or fix the folder, then resume)") from None
+            if getattr(e, "committed", False) and epoch is not None:
+                self.epoch_held = epoch
+            held = f"epoch {self.epoch_held}" if self.epoch_held else "no finished epoch yet"
+            where = Path(e.filename2 or e.filename or "").name if isinstance(e.filename2 or e.filename, str) else ""
+            reason = (f"{where} there is a folder, not a file; move it away" if e.errno == errno.EISDIR and where
+                      else cause(e))
+            raise UserError(f"cannot write {', '.join(blobs)} in {self.path}: {reason}; the files there still "
+                            f"hold {held} (free space or fix the folder, then resume)") from None
+        if epoch is not None:
+            self.epoch_held = epoch
 
 
 def metrics_record(status: str, history: list[dict], best: dict, test: dict | None = None) -> dict[str, Any]:
@@ -186,17 +269,26 @@ def previous_run(path: Path, config_yaml: str, retry_hint: str) -> str:
     """What ``path`` holds of a run of the config ``config_yaml`` (a sweep's trial, a compare's
     run): its status when it ended (``ENDED``), ``resume`` (a last.pth to continue) or ``new``.
     A run of another config there is refused; ``retry_hint`` says what to do instead."""
-    config_file, metrics_file = path / "config.yaml", path / "metrics.json"
-    if not config_file.is_file():
+    record = RunRecord(path)
+    if not record.is_run():
         return "new"
-    try:
-        same = config_file.read_text() == config_yaml
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"cannot read the run in {path}: {type(e).__name__}: {first_line(e)}") from None
-    if not same:
+    if record.config_text() != config_yaml:
         raise UserError(f"{path} holds a run with a different config; {retry_hint}")
-    status = metrics.get("status") if isinstance(metrics, dict) else None
+    status = record.metrics().get("status")
     if status in ENDED:
         return status
-    return "resume" if (path / "last.pth").is_file() else "new"
+    return "resume" if record.has(LAST) else "new"
+
+
+def _epoch_or_none(record: RunRecord, name: str) -> int | None:
+    try:
+        return record.checkpoint(name).get("epoch")
+    except UserError:
+        return None
+
+
+def _metrics_or_none(record: RunRecord) -> dict[str, Any] | None:
+    try:
+        return record.metrics() or None
+    except UserError:
+        return None

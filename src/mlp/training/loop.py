@@ -35,14 +35,17 @@ from mlp.config import Config, activation_label, dump_yaml, load_config, parse_o
 from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
 from mlp.device import pick_device, resolve_precision
 from mlp.observe.diagnostics import LayerDiagnostics
-from mlp.errors import Diverged, Interrupted, RunEnded, UserError
+from mlp.errors import Diverged, Interrupted, RunEnded, UserError, first_line
 from mlp.commands.evaluate import evaluate, misclassified
 from mlp.model import build_model, check_memory, count_parameters
 from mlp.observe.novelty import input_profile
 from mlp.training.optim import build_optimizer, build_scheduler
 from mlp.run.folder import RunFolder, metrics_record
+from mlp.run.record import RunRecord
+from mlp.run.schema import check_resume_section
 from mlp.training.signals import StopRequest
-from mlp.training.state import EpochMetrics, EpochTotals, RandomStreams, TrainingState, stack, upgrade_resume_section
+from mlp.training.state import (EpochMetrics, EpochTotals, RandomStreams, TrainingState, data_fingerprint, same_data,
+                                stack, upgrade_resume_section)
 from mlp.observe.tensorboard import RunLogger
 
 EpochHook = Callable[[int, dict[str, Any]], None]
@@ -72,7 +75,9 @@ def fit(start: Config | Resume, run_dir: Path | None = None, *, overwrite: bool 
     folder = resume.folder if resume else open_run_folder(cfg, run_dir, overwrite, runs_root)
     with folder:
         if resume:
-            trainer.restore(resume.checkpoint)
+            trainer.restore(resume.checkpoint, folder.path / "last.pth")
+            if cfg.to_dict() != resume.checkpoint["config"]:  # the --set changes a resume may make
+                folder.write_config(dump_yaml(cfg))
         else:
             folder.write_config(dump_yaml(cfg))
         trainer.start(folder, resumed=resume is not None)
@@ -115,6 +120,7 @@ class Trainer:
             self._setup_optimization()
         # what the training images look like, pixel by pixel: mlp predict's novelty check
         self.input_profile = input_profile(self.data.train.images) if self.is_main else None
+        self.fingerprint = data_fingerprint(self.data)  # a resume must train on the same data
         self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
         # augmentation pads with a black pixel, normalised
         self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
@@ -157,15 +163,28 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
+    def restore(self, checkpoint: dict[str, Any], source: Path) -> None:
         """Everything last.pth saved: weights, optimizer, schedule, loss scaler and the training state."""
-        resume = checkpoint["resume"]
-        self.model.load_state_dict(checkpoint["model_state"])
-        self.optimizer.load_state_dict(resume["optimizer"])
-        self.scaler.load_state_dict(resume["scaler"])
-        if self.scheduler is not None and resume["scheduler"] is not None:
-            self.scheduler.load_state_dict(resume["scheduler"])
-        self.state.load_state_dict(resume, count_carried=self.is_main)
+        resume, where = checkpoint["resume"], f"--resume {source}"
+        saved_data = checkpoint.get("data_fingerprint")
+        differs = same_data(saved_data, self.fingerprint) if saved_data is not None else None
+        if differs is not None:
+            raise UserError(f"{where}: data.root {self.cfg.data.root} holds other data than this run trained on "
+                            f"(its {differs} split differs); resume with the run's own data, or start a new run")
+        if resume["batch"] >= self.steps_per_epoch:
+            raise UserError(f"{where}: its training state is damaged (batch {resume['batch']} of an epoch of "
+                            f"{self.steps_per_epoch}); resume from another copy, or start a new run")
+        try:
+            self.model.load_state_dict(checkpoint["model_state"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scaler.load_state_dict(resume["scaler"])
+            if self.scheduler is not None and resume["scheduler"] is not None:
+                self.scheduler.load_state_dict(resume["scheduler"])
+            self.state.load_state_dict(resume, count_carried=self.is_main)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            detail = first_line(str(e).strip().split("\n", 1)[-1])
+            raise UserError(f"{where}: its state does not fit the model its config describes ({detail}); "
+                            "resume from another copy, or start a new run") from None
 
     def start(self, folder: RunFolder, resumed: bool) -> None:
         """Wrap the model for DDP and compilation, say what runs, open TensorBoard and the diagnostics."""
@@ -326,7 +345,8 @@ class Trainer:
         payload = {"kind": kind, "mlp_version": __version__, "config": self.cfg.to_dict(),
                    "model_state": self.model.state_dict(), "classes": data.classes,
                    "input_shape": list(data.input_shape), "normalization": {"mean": data.mean, "std": data.std},
-                   "input_profile": self.input_profile, "epoch": s.epoch, "step": s.step, "parameters": self.parameters, **extra}
+                   "input_profile": self.input_profile, "data_fingerprint": self.fingerprint,
+                   "epoch": s.epoch, "step": s.step, "parameters": self.parameters, **extra}
         if kind == "last":
             payload["resume"] = {**s.state_dict(), "optimizer": self.optimizer.state_dict(),
                                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -346,7 +366,7 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
     metrics.json, TensorBoard and the terminal.  A stop that came meanwhile leaves it for the resume."""
     data, best = trainer.data, trainer.state.best
     with trainer.timed("test"):
-        best_checkpoint = folder.best_checkpoint()
+        best_checkpoint = folder.best_checkpoint(best["epoch"])
         trainer.model.load_state_dict(best_checkpoint["model_state"])
         test = evaluate(trainer.model, data.test, len(data.classes), trainer.cfg.train.eval_batch_size)
     if stop.signum is not None:
@@ -406,10 +426,13 @@ def open_run_folder(cfg: Config, run_dir: Path | None, overwrite: bool, runs_roo
 
 def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume:
     """The run to continue (``--resume``): its folder (locked unless ``lock`` is false), last.pth
-    and config with the allowed ``--set`` changes applied."""
+    and config with the allowed ``--set`` changes applied.  A write cut short is rolled back first,
+    and a folder whose files disagree is refused."""
     path = Path(path)
     file = path / "last.pth" if path.is_dir() else path
-    if path.is_dir() and not file.is_file():
+    if path.is_dir() and not RunRecord(path).has("last.pth"):
+        if (path / "last.pth").is_symlink() or (path / "last.pth").exists():
+            raise UserError(f"--resume {path}: its last.pth is a link or a special file, not one mlp wrote")
         raise UserError(f"--resume {path}: no last.pth in that folder, so there is nothing to resume")
     if not file.is_file():
         load_checkpoint(file)  # raises the message that says what is wrong with the path
@@ -422,15 +445,15 @@ def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume
         saved = validate_config(ckpt["config"], source=f"config in {file}")
         if ckpt["format_version"] == 1:
             ckpt["resume"] = upgrade_resume_section(ckpt["resume"], saved.train.log_every)
+        check_resume_section(ckpt, file)
         cfg = _changed_on_resume(saved, overrides, file, ckpt["resume"]["epoch"])
-        best_epoch = ckpt["resume"]["best"]["epoch"]
-        if best_epoch is not None and not (folder.path / "checkpoint.pth").is_file():
-            raise UserError(f"--resume {folder.path}: checkpoint.pth (the best epoch so far, {best_epoch}) is "
-                            "missing; put it back, or start a new run with --config "
-                            f"{folder.path / 'config.yaml'}")
+        if folder.writes:
+            folder.recover(ckpt)
+        else:
+            RunRecord(folder.path).check_agreement(ckpt)
         return Resume(cfg, ckpt, folder)
     except BaseException:
-        folder.release(forget=not (folder.path / "config.yaml").is_file())  # no lock file left in a non-run folder
+        folder.release(forget=not RunRecord(folder.path).is_run())  # no lock file left in a non-run folder
         raise
 
 

@@ -155,3 +155,21 @@ class EpochMetrics:
 
 def stack(losses: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack(losses) if losses else torch.zeros(0, device=device)
+
+
+def data_fingerprint(data) -> dict[str, list[float]]:
+    """What identifies the data a run trains on, cheaply: per split its shape, the sum of its labels
+    and of its pixels (which any other data set, or another copy's damaged bytes, changes)."""
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    return {name: [*split.images.shape, int(split.labels.sum().item()),
+                   float(split.images.sum(dtype=torch.float64).item())]
+            for name, split in splits.items() if split is not None}
+
+
+def same_data(saved: dict[str, list[float]], now: dict[str, list[float]]) -> str | None:
+    """None when the two fingerprints are of the same data; else the split that differs."""
+    for name in sorted(set(saved) | set(now)):
+        a, b = saved.get(name), now.get(name)
+        if a is None or b is None or a[:-1] != b[:-1] or abs(a[-1] - b[-1]) > 1e-6 * max(1.0, abs(a[-1])):
+            return name
+    return None
