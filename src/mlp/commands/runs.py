@@ -7,15 +7,12 @@ listing needs no torch.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mlp.config import activation_label
-from mlp.errors import UserError, did_you_mean, first_line
+from mlp.errors import UserError, did_you_mean
 
 # name in --sort and --json → column title in the table
 COLUMNS = {
@@ -27,9 +24,6 @@ COLUMNS = {
 BEST_FIRST = {"best_val_acc", "test_acc"}  # sorted high to low; every other column low to high
 
 
-MAX_RUN_FILE_BYTES = 64 * 1024 * 1024  # metrics.json of a very long run is a few MB
-
-
 class _Damaged(Exception):
     """A run folder whose files cannot be read, or hold values of the wrong type."""
 
@@ -37,7 +31,9 @@ class _Damaged(Exception):
 def read_run(folder: Path) -> dict[str, Any] | None:
     """One run's summary, or None when ``folder`` holds no mlp run (no config.yaml, or another
     tool's).  A damaged run is a row with status ``unreadable`` and the reason under ``error``."""
-    if not (folder / "config.yaml").is_file():
+    from mlp.run.record import RunRecord
+
+    if not RunRecord(folder).is_run():
         return None
     try:
         return _summary(folder)
@@ -68,7 +64,7 @@ def _summary(folder: Path) -> dict[str, Any] | None:
     times = [_typed(e.get("train_time_s"), "number", "metrics.json", "epochs[].train_time_s") for e in epochs]
     return {
         "run": str(folder),
-        "status": _typed(metrics.get("status", "started"), "text", "metrics.json", "status"),
+        "status": _status(folder, _typed(metrics.get("status", "started"), "text", "metrics.json", "status")),
         "dataset": _typed(data.get("dataset"), "text", "config.yaml", "data.dataset"),
         "activation": activation_label(_typed(model.get("activation"), "activation", "config.yaml",
                                               "model.activation")),
@@ -83,6 +79,13 @@ def _summary(folder: Path) -> dict[str, Any] | None:
         "train_time_s": round(sum(t or 0 for t in times), 2) if epochs else None,
         **_diagnostics(folder),
     }
+
+
+def _status(folder: Path, status: str) -> str:
+    """metrics.json's status, but ``stopped`` for a run still ``running`` whose process is gone."""
+    from mlp.run.record import RunRecord
+
+    return "stopped" if status in ("running", "started") and not RunRecord(folder).writer_alive() else status
 
 
 def _is_int(value) -> bool:
@@ -111,20 +114,15 @@ def _shown(value: Any) -> str:
 
 
 def _read(path: Path, missing: Any) -> Any:
-    """A run file parsed (YAML for config.yaml, JSON for metrics.json), or ``missing`` when absent."""
-    from mlp.config import parse_yaml
+    """A run file parsed (YAML for config.yaml, JSON for metrics.json) by the run folder's reader,
+    or ``missing`` when absent."""
+    from mlp.run.record import RunDamaged, RunRecord
 
-    if not path.is_file():
-        return missing
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_RUN_FILE_BYTES + 1)
-        if len(data) > MAX_RUN_FILE_BYTES:
-            raise _Damaged(f"{path.name} is larger than {MAX_RUN_FILE_BYTES // 2**20} MB")
-        text = data.decode()
-        return parse_yaml(text, path.name) if path.suffix == ".yaml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError, UserError, RecursionError) as e:
-        raise _Damaged(f"{path.name}: {type(e).__name__}: {first_line(e)}") from None
+        value = RunRecord(path.parent).config() if path.suffix == ".yaml" else RunRecord(path.parent).metrics()
+    except RunDamaged as e:
+        raise _Damaged(str(e)) from None
+    return missing if value is None or value == {} else value
 
 
 def sort_column(name: str) -> str:
@@ -147,10 +145,17 @@ def sort_column(name: str) -> str:
 def _diagnostics(folder: Path) -> dict[str, Any]:
     """The largest share of inactive units in any layer, and the first hidden layer's gradient
     signal over the last one's at the first measured step; None where the run has no diagnostics."""
+    from mlp.run.record import RunDamaged, RunRecord
+
     try:
-        summary = json.loads((folder / "diagnostics.json").read_text())["summary"]
-        return {"inactive_max": summary["largest_inactive"], "signal_ratio": summary["signal_ratio"]["first"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        summary = RunRecord(folder).diagnostics().get("summary")
+    except RunDamaged as e:
+        raise _Damaged(str(e)) from None
+    try:
+        return {"inactive_max": _typed(summary["largest_inactive"], "number", "diagnostics.json", "largest_inactive"),
+                "signal_ratio": _typed(summary["signal_ratio"]["first"], "number", "diagnostics.json",
+                                       "signal_ratio.first")}
+    except (KeyError, TypeError):
         return {"inactive_max": None, "signal_ratio": None}
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -58,11 +57,12 @@ def init_label(activation: str, init: str) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """A run's metrics.json or diagnostics.json through the run folder's reader: ``{}`` when absent,
+    one line (``RunDamaged``) when damaged."""
+    from mlp.run.record import RunRecord
+
+    record = RunRecord(Path(path).parent)
+    return record.metrics() if Path(path).name == "metrics.json" else record.diagnostics()
 
 
 def moments(record: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -84,14 +84,9 @@ def moments(record: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
 
 def loss_curve(run_dir: Path) -> list[list[float]]:
     """``[[step, training loss], ...]`` from the run's TensorBoard events (``loss/step``)."""
-    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
-    from tensorboard.util.tensor_util import make_ndarray
+    from mlp.run.record import RunRecord
 
-    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
-    try:
-        return [[e.step, float(make_ndarray(e.tensor_proto))] for e in events.Tensors("loss/step")]
-    except KeyError:
-        return []
+    return RunRecord(run_dir).loss_curve()
 
 
 def run_summary(run) -> dict[str, Any]:

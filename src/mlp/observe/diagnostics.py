@@ -39,7 +39,6 @@ each layer's outputs at the first step and at every epoch end, and a summary), r
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 from typing import Any
@@ -325,16 +324,20 @@ class LayerDiagnostics:
 
     def _load_earlier(self, start_step: int) -> None:
         """A resumed run keeps what was measured up to the step it resumes from."""
+        from mlp.errors import UserError
+        from mlp.run.record import RunRecord
+
         try:
-            earlier = json.loads(self.file.read_text())
+            earlier = RunRecord(self.file.parent).diagnostics()
+            if not earlier:
+                return
             keep = lambda items: [item for item in items if item["step"] <= start_step]
             self.record["measurements"] = keep(earlier["measurements"])
             self.record["distributions"] = keep(earlier["distributions"])
             self.record["epoch_ends"] = [s for s in earlier["epoch_ends"] if s <= start_step]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            if self.file.exists():
-                print(f"warning: {self.file} is unreadable ({type(e).__name__}); its earlier measurements "
-                      "are left out", file=sys.stderr)
+        except (UserError, KeyError, TypeError) as e:
+            reason = str(e) if isinstance(e, UserError) else f"{self.file}: {type(e).__name__}"
+            print(f"warning: {reason}; its earlier measurements are left out", file=sys.stderr)
 
     def save(self) -> None:
         if self.folder is None or not self.layers:

@@ -27,6 +27,7 @@ table opens on the settings that matter.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
@@ -129,6 +131,24 @@ def describe(tag: str) -> str:
     return DESCRIPTIONS.get(tag, "")
 
 
+def _writes(method):
+    """A failed write of the event file (a full disk, a read-only folder; TensorBoard's writer thread
+    reports it at the next call) is one line naming the folder; the run's other files stay as they are."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            from mlp.errors import UserError
+            from mlp.files import cause
+
+            self.writer = None  # nothing more is written to it; closing it would raise again
+            raise UserError(f"cannot write TensorBoard's event file in {self.run_dir}: {cause(e)}; the run's "
+                            "checkpoints and metrics.json are as the last finished epoch left them (free space or "
+                            "fix the folder, then resume)") from None
+    return wrapper
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True):
         # purge_step: events at or after this step, left by a process that was stopped
@@ -136,6 +156,7 @@ class RunLogger:
         # enabled=False (DDP ranks other than 0) writes nothing, not even an empty event file;
         # those ranks call only step(), epoch() and close(), which then do nothing.
         self.writer = None
+        self.run_dir = Path(run_dir)
         self.described: set[str] = set()  # tags whose description is written (with their first value)
         self.epochs: list[dict] = []  # every epoch's record, for the accuracy/epochs figure
         if enabled and purge_step is not None:  # a resumed run: the epochs before it
@@ -143,8 +164,20 @@ class RunLogger:
         if enabled:
             if purge_step is not None:
                 _wait_for_a_later_second(Path(run_dir))
-            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+            # TensorBoard takes a run's first START for its beginning and every later one for a restart
+            # that drops the steps at and after it: a fresh run writes its START at step 0, and a resumed
+            # one two at its purge step, so that the purge happens on a folder whose first process (an
+            # older mlp) wrote none as well.
+            self._open(purge_step)
 
+    @_writes
+    def _open(self, purge_step: int | None) -> None:
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=0 if purge_step is None else purge_step)
+        if purge_step is not None:
+            self.writer.file_writer.add_event(
+                Event(step=purge_step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
+
+    @_writes
     def start(self, config: dict[str, Any], model: torch.nn.Module, train_images: torch.Tensor,
               mean: list[float], std: list[float]) -> None:
         """Once, when a run begins: hyperparameters, layout, the model graph, a grid of input images."""
@@ -166,6 +199,7 @@ class RunLogger:
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.scalars({tag: value}, step)
 
+    @_writes
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Several scalars of one step in one event (one write instead of one per tag)."""
         summary = Summary()
@@ -183,11 +217,13 @@ class RunLogger:
         self.described.add(tag)
         return describe(tag)
 
+    @_writes
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.writer is None:
             return
         self.scalars({"loss/step": loss, "training/lr": lr}, step)
 
+    @_writes
     def epoch(self, epoch: int, record: dict) -> None:
         if self.writer is None:
             return
@@ -200,17 +236,20 @@ class RunLogger:
             self.scalar("training/samples_per_s", record["samples_per_s"], epoch)
         self.epochs = [r for r in self.epochs if r["epoch"] < epoch] + [record]
 
+    @_writes
     def epoch_curves(self, epoch: int) -> None:
         """The per-epoch accuracy and loss so far as one figure (``accuracy/epochs``), exact where
         TensorBoard's chart defaults bend a series of a few points."""
         if self.writer is not None and self.epochs:
             self._figure("accuracy/epochs", epochs_figure(self.epochs), epoch)
 
+    @_writes
     def layer_stats(self, step: int, metrics: dict[str, list[float | None]]) -> None:
         """``metrics``: metric name → one value per hidden layer (None where not measured)."""
         self.scalars({layer_tag(name, i): value for name, values in metrics.items()
                       for i, value in enumerate(values) if value is not None}, step)
 
+    @_writes
     def layer_histograms(self, step: int, layers: list[dict[str, torch.Tensor]]) -> None:
         for i, tensors in enumerate(layers):
             for name, tensor in tensors.items():
@@ -218,6 +257,7 @@ class RunLogger:
                 summary = histogram_summary(tag, tensor.detach().float().cpu().numpy(), self._description(tag))
                 self.writer.file_writer.add_summary(summary, step)
 
+    @_writes
     def diagnostics_summary(self, epoch: int, summary: dict[str, Any]) -> None:
         """The run's diagnostics in a few numbers, also shown in the HParams table."""
         values = {"summary/inactive_max": summary.get("largest_inactive"),
@@ -227,6 +267,7 @@ class RunLogger:
             if value is not None:
                 self.scalar(tag, value, epoch)
 
+    @_writes
     def misclassified(self, split: str, epoch: int, images: torch.Tensor, predicted: torch.Tensor,
                       true: torch.Tensor, classes: list[str], mean: list[float], std: list[float]) -> None:
         from mlp.observe.figures import denormalise, misclassified_figure
@@ -235,6 +276,7 @@ class RunLogger:
             fig = misclassified_figure(denormalise(images.cpu(), mean, std), predicted.tolist(), true.tolist(), classes)
             self._figure(f"predictions/misclassified_{split}", fig, epoch)
 
+    @_writes
     def test(self, epoch: int, result: dict, classes: list[str], figures: bool = True) -> None:
         """The final numbers (and figures); this also marks the run finished in the HParams tab."""
         self.scalar("loss/test", result["loss"], epoch)
@@ -263,6 +305,7 @@ class RunLogger:
         self.writer.file_writer.add_summary(
             Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=make_tensor_proto(content))]), step)
 
+    @_writes
     def close(self) -> None:
         """Flush and close the event file; a second call does nothing."""
         if self.writer is None:
@@ -281,12 +324,12 @@ def _wait_for_a_later_second(run_dir: Path) -> None:
 
 
 def _finished_epochs(run_dir: Path, purge_step: int) -> list[dict]:
-    import json
+    from mlp.errors import UserError
+    from mlp.run.record import RunRecord
 
     try:
-        epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
-        return [r for r in epochs if r["step"] < purge_step]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [r for r in RunRecord(run_dir).epochs() if r["step"] < purge_step]
+    except (UserError, KeyError, TypeError):
         return []
 
 

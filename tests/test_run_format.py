@@ -1,0 +1,135 @@
+"""The run folder's commit protocol: a crash at any instant of an epoch's writes, then --resume,
+ends with the numbers of the weights it names; TensorBoard keeps one curve after a hard kill."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import mlp.run.durable
+import mlp.run.folder
+import mlp.training.loop
+from mlp.commands.evaluate import evaluate_checkpoint
+from mlp.config import load_config
+from mlp.errors import UserError
+from mlp.run.checkpoint import load_checkpoint
+from mlp.training.loop import fit, resume_target
+
+PRIMITIVES = ("open", "write", "fsync", "replace", "link", "unlink")  # what a durable write calls on os
+THREE = ["train.epochs=3"]
+
+
+def _in_child(work) -> int:
+    """``work()`` in a forked process, which ends with os._exit (no cleanup runs, as in a kill -9):
+    its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            work()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _crash_at(monkeypatch, position: int, epoch: int):
+    """Patch the durable writes so the process dies at the ``position``-th call of an os primitive
+    while the files of ``epoch`` are being written."""
+    save, state = mlp.run.folder.RunFolder.save, {"armed": False, "calls": 0}
+
+    def watched_save(self, **files):
+        state["armed"] = files.get("last") is not None and files["last"]["epoch"] == epoch
+        try:
+            return save(self, **files)
+        finally:
+            state["armed"] = False
+
+    def crashing(primitive):
+        def call(*args, **kwargs):
+            if state["armed"]:
+                state["calls"] += 1
+                if state["calls"] == position:
+                    os._exit(99)
+            return primitive(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(mlp.run.folder.RunFolder, "save", watched_save)
+    for name in PRIMITIVES:
+        monkeypatch.setattr(mlp.run.durable.os, name, crashing(getattr(os, name)))
+
+
+def _outcome(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"test": metrics["test"], "best": metrics["best"]["epoch"], "epochs": len(metrics["epochs"])}
+
+
+def test_a_crash_at_every_write_of_an_epoch_then_resume_ends_as_the_straight_run(tiny_config, monkeypatch):
+    straight = fit(load_config(tiny_config, THREE), "straight", progress=False)
+    history = json.loads((straight / "metrics.json").read_text())["epochs"]
+    assert history[1]["val_accuracy"] > history[0]["val_accuracy"]  # epoch 2 replaces checkpoint.pth
+    expected = _outcome(straight)
+    crashes = 0
+    for position in range(1, 60):
+        run = Path(f"crash-{position}")
+        with monkeypatch.context() as m:
+            _crash_at(m, position, epoch=2)
+            code = _in_child(lambda: fit(load_config(tiny_config, THREE), run, progress=False))
+        if code == 0:
+            break  # every call of epoch 2's writes has had its crash
+        assert code == 99, f"position {position}: exit {code}"
+        crashes += 1
+        resumed = fit(resume_target(run, []), progress=False)
+        assert _outcome(resumed) == expected, f"crash at call {position} of epoch 2's writes"
+        best = load_checkpoint(resumed / "checkpoint.pth")
+        assert best["epoch"] == expected["best"] and best["test"]["accuracy"] == expected["test"]["accuracy"]
+        measured = evaluate_checkpoint(resumed / "checkpoint.pth", split="test")
+        assert measured["accuracy"] == expected["test"]["accuracy"]  # the weights named are the ones measured
+        assert not [p.name for p in resumed.iterdir() if p.name.endswith((".tmp", ".previous"))]
+    assert crashes >= 15  # three files: each opened, written, fsynced, renamed; the copy kept; the folder synced
+
+
+def test_files_that_disagree_are_refused_in_one_line(tiny_config):
+    run = fit(load_config(tiny_config, THREE), "run", progress=False)
+    fit(load_config(tiny_config, ["train.epochs=1"]), "other", progress=False)
+    last = load_checkpoint(run / "last.pth")
+    last["resume"]["epoch"], last["epoch"] = 2, 2
+    last["resume"]["history"] = last["resume"]["history"][:2]
+    last["resume"]["best"] = {"epoch": 2, "val_accuracy": 0.9, "val_loss": 0.1}
+    torch.save(last, run / "last.pth")
+    os.replace("other/checkpoint.pth", run / "checkpoint.pth")  # epoch 1's weights under epoch 2's name
+    with pytest.raises(UserError) as refused:
+        fit(resume_target(run, []), progress=False)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "checkpoint.pth holds epoch 1 but last.pth names epoch 2 as the best" in message
+
+
+def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, monkeypatch):
+    from tbevents import read_events
+
+    sets = ["train.epochs=3", "train.log_every=1"]
+    straight = fit(load_config(tiny_config, sets), "straight", progress=False)
+    build = mlp.training.loop.build_model
+
+    def dies_at_step_23(*args, **kwargs):
+        model, calls = build(*args, **kwargs), {"n": 0}
+
+        def hook(module, inputs):
+            calls["n"] += module.training
+            if calls["n"] == 24:  # steps 17..23 of epoch 2 are logged; last.pth holds step 16
+                os._exit(9)
+        model.register_forward_pre_hook(hook)
+        return model
+
+    with monkeypatch.context() as m:
+        m.setattr(mlp.training.loop, "build_model", dies_at_step_23)
+        assert _in_child(lambda: fit(load_config(tiny_config, sets), "run", progress=False)) == 9
+    logged = [e.step for e in read_events("run").Scalars("loss/step")]
+    assert logged[-1] == 23 and load_checkpoint("run/last.pth")["step"] == 16  # steps past last.pth were written
+    resumed = fit(resume_target("run", []), progress=False)
+    steps = [e.step for e in read_events(resumed).Scalars("loss/step")]
+    assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
+    values = lambda run: [(e.step, e.value) for e in read_events(run).Scalars("loss/step")]
+    assert values(resumed) == values(straight)
