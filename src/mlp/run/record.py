@@ -56,12 +56,7 @@ class RunRecord:
         file = self.path / name
         try:
             text = read_regular(file, SMALL_FILE_LIMIT).decode()
-            if name.endswith(".yaml"):
-                from mlp.config import parse_yaml
-
-                value = parse_yaml(text, name)
-            else:
-                value = json.loads(text)
+            value = _parse_yaml(text, name) if name.endswith(".yaml") else json.loads(text)
         except FileNotFoundError:
             value = None
         except OSError as e:
@@ -120,13 +115,11 @@ class RunRecord:
 
     def writer_alive(self) -> bool:
         """Whether the process named in ``.lock`` may still be writing the run: False when the lock
-        was released (empty), or names a process of this machine that is gone."""
+        was released (empty), or names a process of this machine that is gone; True when unsure."""
         try:
             holder = read_regular(self.path / LOCK, 4096).decode(errors="replace").split()
-        except FileNotFoundError:
-            return False
         except (OSError, ValueError):
-            return True  # not ours to judge
+            return True  # no lock file (a run of an older mlp) or not one mlp made: nothing to tell
         if not holder:
             return False  # released in good order
         if len(holder) != 4 or holder[0] != "pid" or not holder[1].isdigit():
@@ -188,3 +181,15 @@ class RunRecord:
         if not self.has(LAST):
             return 0
         return int(self.checkpoint(LAST).get("epoch") or 0)
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    """Safe YAML (mlp.config's loader); its errors as ``ValueError``."""
+    import yaml
+
+    from mlp.config import parse_yaml
+
+    try:
+        return parse_yaml(text, name)
+    except yaml.YAMLError as e:
+        raise ValueError(first_line(e)) from None
