@@ -12,6 +12,7 @@ done on the whole batch at once, so there is no per-sample Python on the trainin
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pickle
@@ -129,6 +130,12 @@ def read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.
                 raise ValueError(f"{info.meta_file}: the class names are not all text")
     except UserError:
         raise
+    except OSError as e:  # the file system's refusal, not damage: say which file and why
+        from mlp.files import why_unreadable
+
+        raise UserError(f"cannot read data set '{name}': {e.filename or folder} is {why_unreadable(e)}"
+                        f"{'; give your user read access to it' if e.errno in (errno.EACCES, errno.EPERM) else ''}"
+                        ) from None
     except Exception as e:
         raise UserError(
             f"cannot read data set '{name}' in {folder}/ ({type(e).__name__}: {first_line(e)}); "

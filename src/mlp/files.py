@@ -139,9 +139,9 @@ def read_regular(path: Path, limit: int) -> bytes:
 def why_unreadable(error: OSError) -> str:
     """``cause`` for a file mlp reads, naming a link or a special file as what it is."""
     if error.errno == errno.ELOOP:
-        return "it is a symbolic link, which mlp does not follow inside a run folder"
+        return "a symbolic link, which mlp does not follow inside a run folder"
     if error.errno in (errno.EINVAL, errno.EISDIR) and error.strerror and error.strerror.startswith("it is"):
-        return error.strerror
+        return error.strerror.removeprefix("it is ")
     if error.errno in (errno.EACCES, errno.EPERM):
         return "not readable (permission denied)"
-    return cause(error)
+    return f"unreadable ({cause(error)})"

@@ -190,20 +190,27 @@ def parameter_count(model_cfg, input_shape, num_classes: int) -> int:
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
 
 
-def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device, optimizer: str | None = None) -> None:
+def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device, optimizer: str | None = None,
+                 batch: int = 0) -> None:
     """Refuse a model that cannot fit in ``device``'s free memory, before anything is allocated:
-    its weights, or with ``optimizer`` also the gradients and the optimizer's state."""
+    its weights, or with ``optimizer`` also the gradients and the optimizer's state, and with
+    ``batch`` the activations of a batch of that many images (kept for the backward pass)."""
     n = parameter_count(model_cfg, input_shape, num_classes)
     copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
-    needed, free = 4 * n * copies, free_memory(device)
+    # per image: the input, and per unit its pre- and post-activation, a norm's and dropout's copy, and
+    # the gradients of two of them in the backward pass; float32
+    activations = 4 * batch * (2 * math.prod(input_shape) + 6 * sum(model_cfg.widths) + 3 * num_classes)
+    needed, free = 4 * n * copies + activations, free_memory(device)
     if free is None or needed <= free:
         return
     from mlp.errors import UserError
 
     purpose = "its weights" if optimizer is None else f"training it with {optimizer} (weights, gradients, state)"
+    if batch:
+        purpose += f" and a batch of {batch} images' activations ({_bytes(activations)})"
     raise UserError(f"the model (model.width {model_cfg.width}, depth {model_cfg.depth}) has {n:,} parameters: "
                     f"{_bytes(needed)} for {purpose}, more than the {_bytes(free)} free on {device}; choose a "
-                    "smaller model.width or model.depth")
+                    f"smaller model.width or model.depth{' or train.batch_size' if batch else ''}")
 
 
 def free_memory(device: torch.device) -> int | None:

@@ -151,17 +151,19 @@ class RunFolder:
     # The files -----------------------------------------------------------------------------
 
     def remove_run_files(self) -> None:
-        """The files an earlier run wrote here (``--overwrite``): regular files by mlp's names only."""
-        for item in self.path.iterdir():
-            if (item.name in RUN_FILES or item.name.startswith("events.out.tfevents.")
-                    or item.name in {previous_name(self.path / name).name for name in KEPT}):
-                mode = os.lstat(item).st_mode
-                if not stat.S_ISREG(mode):
-                    self.release()
-                    raise UserError(f"{item} is a folder, link or special file, not a file mlp wrote; move it "
-                                    "away, then --overwrite")
-                with writing(item, action="remove"):
-                    item.unlink()
+        """The files an earlier run wrote here (``--overwrite``): regular files by mlp's names only, and
+        none at all when something by such a name is not a regular file."""
+        kept = {previous_name(self.path / name).name for name in KEPT}
+        items = [item for item in self.path.iterdir()
+                 if item.name in RUN_FILES or item.name in kept or item.name.startswith("events.out.tfevents.")]
+        for item in items:
+            if not stat.S_ISREG(os.lstat(item).st_mode):
+                self.release()
+                raise UserError(f"{item} is a folder, link or special file, not a file mlp wrote; move it "
+                                "away, then --overwrite")
+        for item in items:
+            with writing(item, action="remove"):
+                item.unlink()
 
     def remove_leftovers(self) -> None:
         """Temporary files of a write cut short by a kill -9 (by mlp's names: no other file is touched)."""

@@ -60,7 +60,7 @@ class RunRecord:
         except FileNotFoundError:
             value = None
         except OSError as e:
-            raise RunDamaged(f"{file}: {why_unreadable(e)}") from None
+            raise RunDamaged(f"{file} is {why_unreadable(e)}") from None
         except (UnicodeDecodeError, ValueError, UserError, RecursionError) as e:
             raise RunDamaged(f"{file} is damaged ({type(e).__name__}: {first_line(e)}); "
                              "restore it, or remove the run") from None
@@ -83,7 +83,7 @@ class RunRecord:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise RunDamaged(f"{self.path / CONFIG}: {why_unreadable(e)}") from None
+            raise RunDamaged(f"{self.path / CONFIG} is {why_unreadable(e)}") from None
         except (UnicodeDecodeError, ValueError) as e:
             raise RunDamaged(f"{self.path / CONFIG} is damaged ({first_line(e)})") from None
 
@@ -165,16 +165,17 @@ class RunRecord:
         best_epoch = last["resume"]["best"]["epoch"]
         if best_epoch is None:
             return
+        fresh = (f"start a new run with --config {self.path / CONFIG}" if self.has(CONFIG) else
+                 "start a new run with the config it was trained with")
         if not self.has(BEST):
             raise RunDamaged(f"--resume {self.path}: checkpoint.pth (the best epoch so far, {best_epoch}) is "
-                             "missing; put it back, or start a new run with --config "
-                             f"{self.path / CONFIG}")
+                             f"missing; put it back, or {fresh}")
         held = self.checkpoint(BEST).get("epoch")
         if held != best_epoch:
             raise RunDamaged(
                 f"{self.path}: checkpoint.pth holds epoch {held} but last.pth names epoch {best_epoch} as the best "
                 "(the files disagree: a write was cut short, or a file was copied in); put back the checkpoint.pth "
-                f"of epoch {best_epoch}, or start a new run with --config {self.path / CONFIG}")
+                f"of epoch {best_epoch}, or {fresh}")
 
     def epoch_held(self) -> int:
         """The finished epochs the folder's last.pth holds (0 without one)."""

@@ -112,7 +112,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + 2 * self.rank)
         with self.timed("data"):
             self.data = load_data(cfg.data, self.device, cfg.seed)
-        check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name)
+        check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name,
+                     batch=max(min(cfg.train.batch_size, len(self.data.train)), cfg.train.eval_batch_size // 2))
         with self.timed("build"):  # building the first torch optimizer imports torch._dynamo
             self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
             self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
