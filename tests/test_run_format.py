@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mlp.observe.tensorboard
 import mlp.run.durable
 import mlp.run.folder
 import mlp.training.loop
@@ -19,6 +20,7 @@ from mlp.training.loop import fit, resume_target
 
 PRIMITIVES = ("open", "write", "fsync", "replace", "link", "unlink")  # what a durable write calls on os
 THREE = ["train.epochs=3"]
+TWO = ["train.epochs=2", "train.diagnostics=off"]  # no figures: each crash is a training of its own
 
 
 def _in_child(work) -> int:
@@ -34,13 +36,17 @@ def _in_child(work) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def _crash_at(monkeypatch, position: int, epoch: int):
+def _crash_at(monkeypatch, position: int, which: str):
     """Patch the durable writes so the process dies at the ``position``-th call of an os primitive
-    while the files of ``epoch`` are being written."""
+    while the files of ``which`` are being written: ``epoch 2`` (checkpoint.pth, metrics.json and
+    last.pth) or ``the final report`` (checkpoint.pth with the test result, metrics.json)."""
     save, state = mlp.run.folder.RunFolder.save, {"armed": False, "calls": 0}
 
     def watched_save(self, **files):
-        state["armed"] = files.get("last") is not None and files["last"]["epoch"] == epoch
+        if which == "epoch 2":
+            state["armed"] = files.get("last") is not None and files["last"]["epoch"] == 2
+        else:
+            state["armed"] = (files.get("metrics") or {}).get("status") == "finished"
         try:
             return save(self, **files)
         finally:
@@ -65,8 +71,9 @@ def _outcome(run: Path) -> dict:
     return {"test": metrics["test"], "best": metrics["best"]["epoch"], "epochs": len(metrics["epochs"])}
 
 
-def test_a_crash_at_every_write_of_an_epoch_then_resume_ends_as_the_straight_run(tiny_config, monkeypatch):
-    straight = fit(load_config(tiny_config, THREE), "straight", progress=False)
+@pytest.mark.parametrize("which,least", [("epoch 2", 15), ("the final report", 10)])
+def test_a_crash_at_every_write_then_resume_ends_as_the_straight_run(tiny_config, monkeypatch, which, least):
+    straight = fit(load_config(tiny_config, TWO), "straight", progress=False)
     history = json.loads((straight / "metrics.json").read_text())["epochs"]
     assert history[1]["val_accuracy"] > history[0]["val_accuracy"]  # epoch 2 replaces checkpoint.pth
     expected = _outcome(straight)
@@ -74,20 +81,20 @@ def test_a_crash_at_every_write_of_an_epoch_then_resume_ends_as_the_straight_run
     for position in range(1, 60):
         run = Path(f"crash-{position}")
         with monkeypatch.context() as m:
-            _crash_at(m, position, epoch=2)
-            code = _in_child(lambda: fit(load_config(tiny_config, THREE), run, progress=False))
+            _crash_at(m, position, which)
+            code = _in_child(lambda: fit(load_config(tiny_config, TWO), run, progress=False))
         if code == 0:
-            break  # every call of epoch 2's writes has had its crash
+            break  # every call of those writes has had its crash
         assert code == 99, f"position {position}: exit {code}"
         crashes += 1
         resumed = fit(resume_target(run, []), progress=False)
-        assert _outcome(resumed) == expected, f"crash at call {position} of epoch 2's writes"
+        assert _outcome(resumed) == expected, f"crash at call {position} of {which}'s writes"
         best = load_checkpoint(resumed / "checkpoint.pth")
         assert best["epoch"] == expected["best"] and best["test"]["accuracy"] == expected["test"]["accuracy"]
         measured = evaluate_checkpoint(resumed / "checkpoint.pth", split="test")
         assert measured["accuracy"] == expected["test"]["accuracy"]  # the weights named are the ones measured
         assert not [p.name for p in resumed.iterdir() if p.name.endswith((".tmp", ".previous"))]
-    assert crashes >= 15  # three files: each opened, written, fsynced, renamed; the copy kept; the folder synced
+    assert crashes >= least  # each file opened, written, fsynced, renamed; the copies kept; the folder synced
 
 
 def test_files_that_disagree_are_refused_in_one_line(tiny_config):
@@ -123,8 +130,15 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
         model.register_forward_pre_hook(hook)
         return model
 
+    step = mlp.observe.tensorboard.RunLogger.step
+
+    def flushed_step(self, *args):  # as TensorBoard's writer does every two minutes of a long run
+        step(self, *args)
+        self.writer.flush()
+
     with monkeypatch.context() as m:
         m.setattr(mlp.training.loop, "build_model", dies_at_step_23)
+        m.setattr(mlp.observe.tensorboard.RunLogger, "step", flushed_step)
         assert _in_child(lambda: fit(load_config(tiny_config, sets), "run", progress=False)) == 9
     logged = [e.step for e in read_events("run").Scalars("loss/step")]
     assert logged[-1] == 23 and load_checkpoint("run/last.pth")["step"] == 16  # steps past last.pth were written
