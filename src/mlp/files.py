@@ -145,3 +145,14 @@ def why_unreadable(error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM):
         return "not readable (permission denied)"
     return f"unreadable ({cause(error)})"
+
+
+def open_log(path: Path):
+    """``path`` opened to append text (a run's train.log), refused in one line when it is a link, a
+    pipe or a device: mlp writes only into files it made or that are plain files."""
+    try:
+        return os.fdopen(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EINVAL):
+            raise UserError(f"cannot write {path}: it is {why_unreadable(e)}; remove it") from None
+        raise UserError(f"cannot write {path}: {cause(e)}") from None

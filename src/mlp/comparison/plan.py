@@ -30,6 +30,7 @@ from mlp.training import signals
 from mlp.config import Config, dump_yaml, load_config, parse_override
 from mlp.errors import UserError
 from mlp.files import output_folder
+from mlp.files import open_log
 from mlp.run.folder import previous_run
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
@@ -90,7 +91,7 @@ def train_one(activation: str, config: dict[str, Any], run_dir: str, state: str,
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     started, code = time.perf_counter(), 0
-    with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+    with open_log(folder / "train.log") as log, contextlib.redirect_stdout(log):
         try:
             if state == "resume":
                 fit(resume_target(folder, []), progress=False)

@@ -76,10 +76,11 @@ class RunFolder:
             folder.release(forget=not ours)
             raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
                             f"or use --resume {path} to continue it")
-        if others and not ours:
+        named = [name for name in others if name in RUN_FILES or name.startswith("events.out.tfevents.")]
+        if named and not ours:  # files by mlp's names that no mlp run wrote (it would have left its lock file)
             folder.release(forget=True)
-            raise UserError(f"--run-dir {path} holds files no mlp run wrote ({', '.join(others[:3])}"
-                            f"{', ...' if len(others) > 3 else ''}); --overwrite replaces only a run of mlp: "
+            raise UserError(f"--run-dir {path} holds files no mlp run wrote ({', '.join(named[:3])}"
+                            f"{', ...' if len(named) > 3 else ''}); --overwrite replaces only a run of mlp: "
                             "choose an empty folder")
         if others:
             folder.remove_run_files()

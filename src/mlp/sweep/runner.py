@@ -32,7 +32,7 @@ from typing import Any
 from mlp.config import dump_yaml, load_config, parse_override
 from mlp.training import signals
 from mlp.errors import UserError
-from mlp.files import output_folder
+from mlp.files import open_log, output_folder
 from mlp.run.folder import ENDED as DONE, previous_run
 from mlp.commands.runs import COLUMNS, cell, markdown_table, read_run, text_table
 from mlp.sweep.space import Space, load_space, override_text, parse_grid, shown
@@ -249,7 +249,7 @@ class Worker:
             _say(announce)
             trial.run_dir.mkdir(parents=True, exist_ok=True)
             # The child writes its log itself: it outlives this process if need be (see mlp.sweep.study._die_with_parent).
-            with open(log_file, "a") as log:
+            with open_log(log_file) as log:
                 log.write(f"$ mlp {' '.join(command[3:])}\n")
                 log.flush()
                 start = log.tell()
