@@ -14,9 +14,10 @@ runs/<name>-<time>/
 One process at a time writes a run: ``RunFolder`` holds an exclusive lock on ``.lock`` from
 the moment it opens the folder until the run ends (the operating system drops it when a process
 dies, so a killed run never blocks the next one).  Every file is written to a temporary file,
-fsynced and renamed; the files that end an epoch are written together, all or none, so a full
-disk leaves the previous epoch's set intact and consistent.  A failed write is one line naming
-the folder and the cause.
+fsynced and renamed.  The files that end an epoch are one set, renamed checkpoint.pth, then
+metrics.json, then last.pth, the record that makes the set current; what a crash between two
+renames replaced ahead of last.pth is rolled back (``recover``) before a resume.  The format,
+and what a reader may rely on after a crash, is stated in docs/run-folder.md.
 """
 
 from __future__ import annotations
