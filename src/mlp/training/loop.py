@@ -9,7 +9,7 @@ split (``report_on_test``).  Who owns what:
   ``end_epoch`` validation and the epoch's files;
 - ``TrainingState`` (state.py): where the run is and what it has measured, saved in last.pth
   under its own field names; ``EpochMetrics`` (state.py): one epoch's per-step results;
-- ``RunFolder`` (run_folder.py): every file of the run, and the lock;
+- ``RunFolder`` (run/folder.py): every file of the run, and the lock; ``RunRecord`` (run/record.py) reads them;
 - ``StopRequest`` (signals.py): SIGINT and SIGTERM.  A stop and a divergence are exceptions
   (``Interrupted``, ``Diverged``) that carry the status metrics.json records.
 """
@@ -17,6 +17,7 @@ split (``report_on_test``).  Who owns what:
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ from mlp.run.folder import RunFolder, metrics_record
 from mlp.run.record import RunRecord
 from mlp.run.schema import check_resume_section
 from mlp.training.signals import StopRequest
-from mlp.training.state import (EpochMetrics, EpochTotals, RandomStreams, TrainingState, data_fingerprint, same_data,
-                                stack, upgrade_resume_section)
+from mlp.training.state import (EpochMetrics, EpochTotals, RandomStreams, TrainingState, check_restorable,
+                                data_fingerprint, stack, upgrade_resume_section)
 from mlp.observe.tensorboard import RunLogger
 
 EpochHook = Callable[[int, dict[str, Any]], None]
@@ -167,14 +168,7 @@ class Trainer:
     def restore(self, checkpoint: dict[str, Any], source: Path) -> None:
         """Everything last.pth saved: weights, optimizer, schedule, loss scaler and the training state."""
         resume, where = checkpoint["resume"], f"--resume {source}"
-        saved_data = checkpoint.get("data_fingerprint")
-        differs = same_data(saved_data, self.fingerprint) if saved_data is not None else None
-        if differs is not None:
-            raise UserError(f"{where}: data.root {self.cfg.data.root} holds other data than this run trained on "
-                            f"(its {differs} split differs); resume with the run's own data, or start a new run")
-        if resume["batch"] >= self.steps_per_epoch:
-            raise UserError(f"{where}: its training state is damaged (batch {resume['batch']} of an epoch of "
-                            f"{self.steps_per_epoch}); resume from another copy, or start a new run")
+        check_restorable(checkpoint, self.fingerprint, self.steps_per_epoch, where, self.cfg.data.root)
         try:
             self.model.load_state_dict(checkpoint["model_state"])
             self.optimizer.load_state_dict(resume["optimizer"])
@@ -432,9 +426,8 @@ def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume
     path = Path(path)
     file = path / "last.pth" if path.is_dir() else path
     if path.is_dir() and not RunRecord(path).has("last.pth"):
-        if (path / "last.pth").is_symlink() or (path / "last.pth").exists():
-            raise UserError(f"--resume {path}: its last.pth is a link or a special file, not one mlp wrote")
-        raise UserError(f"--resume {path}: no last.pth in that folder, so there is nothing to resume")
+        what = "is a link or a special file" if os.path.lexists(file) else "is not there"
+        raise UserError(f"--resume {path}: its last.pth {what}, so there is nothing to resume")
     if not file.is_file():
         load_checkpoint(file)  # raises the message that says what is wrong with the path
     folder = RunFolder.existing(file.parent, writes=lock and distributed.launched_rank() == 0)
@@ -448,10 +441,8 @@ def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume
             ckpt["resume"] = upgrade_resume_section(ckpt["resume"], saved.train.log_every)
         check_resume_section(ckpt, file)
         cfg = _changed_on_resume(saved, overrides, file, ckpt["resume"]["epoch"])
-        if folder.writes:
+        if folder.writes:  # the process that writes the folder checks it (the other DDP ranks wait for it)
             folder.recover(ckpt)
-        else:
-            RunRecord(folder.path).check_agreement(ckpt)
         return Resume(cfg, ckpt, folder)
     except BaseException:
         folder.release(forget=not RunRecord(folder.path).is_run())  # no lock file left in a non-run folder

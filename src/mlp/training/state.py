@@ -173,3 +173,19 @@ def same_data(saved: dict[str, list[float]], now: dict[str, list[float]]) -> str
         if a is None or b is None or a[:-1] != b[:-1] or abs(a[-1] - b[-1]) > 1e-6 * max(1.0, abs(a[-1])):
             return name
     return None
+
+
+def check_restorable(ckpt: dict[str, Any], fingerprint: dict[str, list[float]], steps_per_epoch: int, where: str,
+                     root: str) -> None:
+    """Refuse a last.pth of other data than ``fingerprint``'s (when it records its own), or whose
+    batch index lies past an epoch of ``steps_per_epoch``."""
+    from mlp.errors import UserError
+
+    saved = ckpt.get("data_fingerprint")
+    differs = same_data(saved, fingerprint) if saved is not None else None
+    if differs is not None:
+        raise UserError(f"{where}: data.root {root} holds other data than this run trained on (its {differs} "
+                        "split differs); resume with the run's own data, or start a new run")
+    if ckpt["resume"]["batch"] >= steps_per_epoch:
+        raise UserError(f"{where}: its training state is damaged (batch {ckpt['resume']['batch']} of an epoch of "
+                        f"{steps_per_epoch}); resume from another copy, or start a new run")
