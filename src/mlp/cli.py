@@ -150,6 +150,9 @@ def train(
         else:
             typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return
+    from mlp.training.workers import follow_parent
+
+    follow_parent()  # started by mlp sweep or mlp compare: stop when it dies
     on_epoch = None
     if os.environ.get("MLP_STUDY_TRIAL"):  # started by `mlp sweep`: report each epoch to its study
         from mlp.sweep.study import TRIAL_ENV, epoch_reporter

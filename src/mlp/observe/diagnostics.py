@@ -396,7 +396,7 @@ def format_report(record: dict[str, Any]) -> str:
     header = ["layer", "inactive", "at most", f"signal step {first['step']}", f"signal step {last['step']}"]
     rows = [[str(i), share(a), share(b), f"{s0:.2e}", f"{s1:.2e}"]
             for i, (a, b, s0, s1) in enumerate(zip(now, peaks, first["signal"], last["signal"]), 1)]
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    from mlp.tables import text_table
+
     return ("layers   per hidden layer, 1 next to the input (docs/diagnostics.md: how to read them)\n"
-            + "\n".join("         " + line for line in lines))
+            + text_table(header, rows, rule=False, indent="         ", right=True))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -44,8 +43,6 @@ HEARTBEAT_S = 30  # how often a worker marks its trials alive
 STALE_AFTER_S = 300  # a trial whose worker (on another machine) has been silent this long is taken over
 JOURNAL_NAME = "optuna-journal.log"  # the default storage, a file in the sweep folder
 TRIAL_ENV = "MLP_STUDY_TRIAL"  # how a sweep tells its `mlp train` child which trial it is
-PRUNERS = ("none", "median", "halving")
-SAMPLERS = ("tpe", "random")
 
 
 def quiet_optuna():
@@ -321,7 +318,7 @@ class SweepStudy:
         """What the trial's `mlp train` needs to report its epochs to this study."""
         spec = self.spec if "://" in self.spec else str(Path(self.spec).resolve())
         return json.dumps({"storage": spec, "study": self.name, "trial_id": claim.trial_id, "number": claim.number,
-                           "pruner": self.pruner, "budget": self.budget, "epochs": epochs, "parent": os.getpid()})
+                           "pruner": self.pruner, "budget": self.budget, "epochs": epochs})
 
 
 def _create_or_load(storage, name: str, sampler, pruner, definition: dict[str, Any], where: str):
@@ -350,7 +347,6 @@ def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
     """In a trial's `mlp train` process: report each epoch's validation accuracy to the study
     and raise Pruned when the study's pruner says the trial lags (never after the last epoch)."""
     spec = json.loads(text)
-    _die_with_parent(spec["parent"])
     optuna = quiet_optuna()
     study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
                               sampler=optuna.samplers.RandomSampler(),  # nothing is sampled here
@@ -369,14 +365,3 @@ def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
 
     return on_epoch
 
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGTERM (save last.pth and stop) when the sweep process dies, even by kill -9."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the sweep was already gone
-        os.kill(os.getpid(), signal.SIGTERM)
