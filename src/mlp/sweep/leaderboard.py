@@ -7,6 +7,7 @@ import csv
 import time
 from typing import Any
 
+from mlp.files import writing
 from mlp.sweep.space import shown
 from mlp.tables import COLUMNS, cell, markdown_table
 
@@ -65,6 +66,7 @@ def leaderboard_table(plan, rows: list[dict]) -> tuple[list[str], list[list]]:
     return header, cells
 
 
+@writing()
 def write_leaderboard(plan, rows: list[dict]) -> None:
     with open(plan.sweep_dir / "leaderboard.csv", "w", newline="") as f:
         csv.writer(f).writerows([["trial", *plan.space.keys, *LEADERBOARD, "host"],

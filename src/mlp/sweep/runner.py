@@ -15,6 +15,8 @@ split the trials.  The leaderboard is read from the study, so it shows every wor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import signal
 import sys
@@ -46,12 +48,20 @@ class Trial:
 @dataclass
 class Plan:
     """What one `mlp sweep` command describes; the same for every worker that runs it."""
-    config: Path
+    config: Path | None  # None when only the leaderboard is read from the study
     sets: list[str]
     space: Space
     budget: int  # how many trials the study has in all
     sweep_dir: Path
     base_yaml: str  # the config every trial starts from, --set applied
+    pruner: str = "none"
+    sampler: str | None = None  # None for a grid
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        """What every worker of the study must agree on (a search may be extended: --trials may grow)."""
+        return {"kind": self.space.kind, "space": self.space.definition(), "pruner": self.pruner,
+                "sampler": self.sampler, "config": self.base_yaml}
 
     @property
     def labels(self) -> dict[str, str]:
@@ -86,8 +96,11 @@ def _folder_safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", value).strip("_") or "_"
 
 
-def plan_sweep(config: Path, space: Space, trials: int | None, sets: list[str], sweep_dir: Path | None) -> Plan:
-    """Check everything the command says before anything starts; a mistake is one UserError."""
+def plan_sweep(config: Path, space: Space, trials: int | None, sets: list[str], sweep_dir: Path | None,
+               pruner: str | None = None, sampler: str | None = None) -> Plan:
+    """Check everything the command says before anything starts; a mistake is one UserError.
+    Without ``sweep_dir``, the sweep's folder is ``runs/<config name>-sweep-<digest>``, the digest
+    of its definition: the same command finds the same folder, another sweep gets its own."""
     base = load_config(config, sets)  # a mistake in the base config or --set is reported once, plainly
     set_keys = {parse_override(item)[0] for item in sets}
     for key in space.keys:
@@ -98,7 +111,12 @@ def plan_sweep(config: Path, space: Space, trials: int | None, sets: list[str], 
     if space.kind == "search" and trials is None:
         raise UserError("--search needs --trials N: how many trials the study runs in all (shared by its workers)")
     budget = space.size if space.kind == "grid" else trials
-    plan = Plan(config, list(sets), space, budget, sweep_dir or Path("runs") / f"{base.name}-sweep", dump_yaml(base))
+    plan = Plan(config, list(sets), space, budget, sweep_dir or Path("runs"), dump_yaml(base),
+                pruner or ("none" if space.kind == "grid" else "median"),
+                None if space.kind == "grid" else sampler or "tpe")
+    if sweep_dir is None:
+        digest = hashlib.sha256(json.dumps(plan.definition, sort_keys=True).encode()).hexdigest()[:6]
+        plan.sweep_dir = Path("runs") / f"{base.name}-sweep-{digest}"
     if space.kind == "grid":
         plan_trials(plan)
     else:  # a search cannot be listed: check each range's ends and each choice, one key at a time
@@ -132,31 +150,40 @@ def plan_trials(plan: Plan) -> list[Trial]:
     return trials
 
 
-def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, trials: int | None = None,
+def run_sweep(config: Path | None, grid: list[str] = (), search: Path | None = None, trials: int | None = None,
               sets: list[str] = (), sweep_dir: Path | None = None, jobs: int = 1, storage: str | None = None,
               study: str | None = None, pruner: str | None = None, sampler: str | None = None,
               seed: int | None = None, leaderboard_only: bool = False) -> int:
-    """What ``mlp sweep`` does; returns the exit code: 0, 1 if a trial failed, 128+N if stopped by signal N."""
-    space = _space(grid, search, sampler, seed)
-    plan = plan_sweep(config, space, trials, list(sets), sweep_dir)
+    """What ``mlp sweep`` does; returns the exit code: 0, 1 if a trial failed, 128+N if stopped by signal N.
+    ``--leaderboard-only --sweep-dir DIR`` alone reads the sweep from its study."""
+    from mlp.sweep.storage import storage_kept
+
+    if leaderboard_only and not grid and search is None:
+        with storage_kept():
+            return _leaderboard_only(sweep_dir, storage, study)
+    if config is None:
+        raise UserError("give --config FILE: the config every trial starts from")
+    plan = plan_sweep(config, _space(grid, search, sampler, seed), trials, list(sets), sweep_dir, pruner, sampler)
     output_folder(plan.sweep_dir, "--sweep-dir")
-    from mlp.sweep.study import JOURNAL_NAME, SweepStudy
+    with storage_kept():
+        return _sweep(plan, jobs, storage, study, seed, leaderboard_only)
+
+
+def _sweep(plan: Plan, jobs: int, storage: str | None, study: str | None, seed: int | None,
+           leaderboard_only: bool) -> int:
+    from mlp.sweep.storage import JOURNAL_NAME
+    from mlp.sweep.study import SweepStudy
 
     storage = storage or str(plan.sweep_dir / JOURNAL_NAME)
-    pruner = pruner or ("none" if space.kind == "grid" else "median")
-    sampler = None if space.kind == "grid" else sampler or "tpe"
-    # what every worker of the study must agree on (a search may be extended: --trials may grow)
-    definition = {"kind": space.kind, "space": space.definition(), "pruner": pruner, "sampler": sampler,
-                  "config": plan.base_yaml}
-    shared = SweepStudy(storage, study or plan.sweep_dir.name, space, plan.budget, definition, pruner,
-                        sampler or "tpe", seed)
+    shared = SweepStudy(storage, study or plan.sweep_dir.name, plan.space, plan.budget, plan.definition,
+                        plan.pruner, plan.sampler or "tpe", seed)
     before = Counter(row["status"] for row in leaderboard(plan, shared) if row["status"] in (*DONE, "failed"))
     size = f"{plan.budget} trial{'s' if plan.budget != 1 else ''}"
-    what = f"grid of {size}" if space.kind == "grid" else f"{sampler} search of {size}"
+    what = f"grid of {size}" if plan.space.kind == "grid" else f"{plan.sampler} search of {size}"
     print(f"sweep    {what} in {plan.sweep_dir}, study '{shared.name}' in {_shown_storage(storage)}" +
           (f" ({', '.join(f'{n} {state}' for state, n in before.items())} before, skipped)" if before else "") +
           (f", {jobs} at a time" if jobs > 1 and not leaderboard_only else "") +
-          (f", pruner {pruner}" if pruner != "none" else ""), flush=True)
+          (f", pruner {plan.pruner}" if plan.pruner != "none" else ""), flush=True)
     worker = Worker(plan, shared, jobs)
     if not leaderboard_only:
         worker.run()
@@ -165,6 +192,23 @@ def run_sweep(config: Path, grid: list[str] = (), search: Path | None = None, tr
     print()
     print(text_table(*leaderboard_table(plan, rows)))
     return _closing(plan, rows, worker, storage)
+
+
+def _leaderboard_only(sweep_dir: Path | None, storage: str | None, study: str | None) -> int:
+    """The leaderboard of the sweep in ``sweep_dir`` (or ``storage``), its grid or search read from its study."""
+    from mlp.sweep.storage import JOURNAL_NAME
+    from mlp.sweep.study import stored_sweep
+
+    if sweep_dir is None:
+        raise UserError("--leaderboard-only without --grid or --search needs --sweep-dir DIR: the sweep's folder")
+    if storage is None and not (sweep_dir / JOURNAL_NAME).is_file():
+        raise UserError(f"--sweep-dir {sweep_dir}: no sweep there (no {JOURNAL_NAME}); give the folder a sweep "
+                        "printed, or its --storage")
+    storage = storage or str(sweep_dir / JOURNAL_NAME)
+    definition, budget = stored_sweep(storage, study or sweep_dir.name)
+    space = Space.stored(definition["kind"], definition["space"])
+    plan = Plan(None, [], space, budget, sweep_dir, definition["config"], definition["pruner"], definition["sampler"])
+    return _sweep(plan, 1, storage, study, None, leaderboard_only=True)
 
 
 def _space(grid: list[str], search: Path | None, sampler: str | None, seed: int | None) -> Space:
@@ -180,9 +224,9 @@ def _space(grid: list[str], search: Path | None, sampler: str | None, seed: int 
 
 
 def _shown_storage(storage: str) -> str:
-    from mlp.sweep.study import _hide_password
+    from mlp.sweep.storage import hide_password
 
-    return _hide_password(storage) if "://" in storage else storage
+    return hide_password(storage) if "://" in storage else storage
 
 
 def _closing(plan: Plan, rows: list[dict], worker: Worker, storage: str) -> int:
@@ -191,8 +235,8 @@ def _closing(plan: Plan, rows: list[dict], worker: Worker, storage: str) -> int:
     print(f"\nleaderboard.csv and leaderboard.md in {plan.sweep_dir};  tensorboard --logdir {plan.sweep_dir};  "
           f"optuna-dashboard {_shown_storage(storage)}")
     if counts["running"]:
-        print(f"{counts['running']} trial(s) still running on other workers; run the same command with "
-              "--leaderboard-only later for the final table")
+        print(f"{counts['running']} trial(s) still running on other workers; run mlp sweep --leaderboard-only "
+              f"--sweep-dir {plan.sweep_dir} later for the final table")
     left = counts["interrupted"] + counts["queued"] + counts["not started"]
     if worker.signum is not None:
         print(f"sweep stopped by {signal.Signals(worker.signum).name}; run the same command again to continue "

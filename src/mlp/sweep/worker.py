@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mlp.errors import UserError, first_line
+from mlp.errors import UserError
 from mlp.run.folder import ENDED as DONE, previous_run
 from mlp.training.workers import Workers, outcome, say
 
@@ -31,17 +31,13 @@ class Worker:
         return self.workers.signum
 
     def run(self) -> None:
-        from mlp.sweep.study import storage_errors
-
+        """Until the study has nothing left to take, or a stop; a lost storage is raised (the
+        trials running then have ended by then: nothing is lost)."""
         done = threading.Event()
         beating = threading.Thread(target=self._heartbeat, args=(done,), daemon=True)
         beating.start()
         try:
             self.workers.run(self._loop)
-        except storage_errors() as e:  # the trials running then have finished: nothing is lost
-            first = first_line(getattr(e, "orig", None) or e)
-            raise UserError(f"lost the study's storage ({type(e).__name__}: {first}); run the same command "
-                            "again once it is back") from None
         finally:
             done.set()
             beating.join()
