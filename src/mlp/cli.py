@@ -119,9 +119,10 @@ def eval_(
     if device is not None:
         validated(TrainConfig, "device", device, "--device")
     if plots is not None:
-        from mlp.observe.figures import writable_folder, write_evaluation_plots
+        from mlp.files import output_folder
+        from mlp.observe.figures import write_evaluation_plots
 
-        writable_folder(plots, "--plots")
+        output_folder(plots, "--plots")
     result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size,
                                  config)
     if plots is not None:

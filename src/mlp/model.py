@@ -8,7 +8,6 @@ TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -195,6 +194,8 @@ def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device,
     its weights, or with ``optimizer`` also the gradients and the optimizer's state."""
     n = parameter_count(model_cfg, input_shape, num_classes)
     copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
+    from mlp.device import free_memory
+
     needed, free = 4 * n * copies, free_memory(device)
     if free is None or needed <= free:
         return
@@ -204,25 +205,6 @@ def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device,
     raise UserError(f"the model (model.width {model_cfg.width}, depth {model_cfg.depth}) has {n:,} parameters: "
                     f"{_bytes(needed)} for {purpose}, more than the {_bytes(free)} free on {device}; choose a "
                     "smaller model.width or model.depth")
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` (the machine's available memory for the CPU), or None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:  # Linux: MemAvailable counts the cache it can reclaim
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _bytes(n: float) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mlp.errors import UserError
+from mlp.files import output_folder
 from mlp.model import ACTIVATIONS, make_activation, parse_activation
 
 CURVE_RANGE = (-7.0, 7.0)  # wide enough to show ReLU6 cap at 6 and sigmoid saturating
@@ -25,7 +26,7 @@ PIXEL_IMAGES = 8  # images per data set row
 def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
     """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png`` (with a data set, also
     ``<out>/before_after_<name>.png`` and ``<out>/before_after.png``); log the same to ``log_dir``."""
-    from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array, writable_folder
+    from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array
     from mlp.observe.tensorboard import log_activations
 
     try:
@@ -34,8 +35,8 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
         raise UserError(f"--activation: {e}") from None
     chosen = list(dict.fromkeys(chosen))  # an alias and its name are the same activation
     images = _sample_images(dataset) if dataset else None
-    writable_folder(out, "--out")
-    writable_folder(log_dir, "--log-dir")
+    output_folder(out, "--out")
+    output_folder(log_dir, "--log-dir")
 
     x = torch.linspace(*CURVE_RANGE, CURVE_POINTS)
     curves, figures, after = {}, {}, {}

@@ -52,7 +52,6 @@ from mlp.model import hidden_layers
 FLAT_SLOPE = 0.01  # a unit whose activation's derivative stays at or below this is inactive
 TAIL_RANGE, TAIL_POINTS = 60.0, 24001  # where flat tails are looked for: [-60, 60] in steps of 0.005
 DISTRIBUTION_BINS = 60
-PER_LAYER = ("signal", "inactive", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
 DIAGNOSTICS_FILE = "diagnostics.json"
 
 
@@ -102,7 +101,6 @@ class LayerStats:
     """One hidden layer: its running inactivity statistic, latest batch and captured gradient."""
 
     def __init__(self, block: nn.Sequential):
-        self.block = block
         self.linear, self.activation = block.linear, block.activation
         self.low, self.high = flat_tails(self.activation)
         self.learnable = any(True for _ in self.activation.parameters())

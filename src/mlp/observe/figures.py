@@ -57,19 +57,6 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def writable_folder(path: Path, flag: str) -> Path:
-    """Create ``path`` if needed and check that files can be written there."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".mlp-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{flag} {path} is not a writable folder ({e.strerror or e}); choose another") from None
-    return path
-
-
 def short_names(classes: list[str]) -> list[str]:
     """MNIST's class names are '0 - zero', ...: the part before ' - ' is enough on an axis."""
     return [c.split(" - ")[0] for c in classes]
