@@ -124,6 +124,12 @@ def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
     A model whose weights alone would not fit in this machine's free memory is refused first.
     """
     check_memory(model_cfg, input_shape, num_classes, torch.device("cpu"))
+    model = _layers(model_cfg, input_shape, num_classes)
+    init_weights(model, model_cfg)
+    return model
+
+
+def _layers(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     in_features = math.prod(input_shape)
     for i, width in enumerate(model_cfg.widths):
@@ -138,9 +144,7 @@ def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
         layers[f"hidden{i}"] = nn.Sequential(block)
         in_features = width
     layers["output"] = nn.Linear(in_features, num_classes, bias=model_cfg.bias)
-    model = nn.Sequential(layers)
-    init_weights(model, model_cfg)
-    return model
+    return nn.Sequential(layers)
 
 
 def hidden_layers(model: nn.Sequential) -> list[nn.Sequential]:
@@ -177,12 +181,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_count(model_cfg, input_shape, num_classes: int) -> int:
-    """The parameters (and norm statistics) ``build_model`` would make, counted without making them."""
-    sizes = [math.prod(input_shape), *model_cfg.widths, num_classes]
-    total = sum(n_in * n_out + (n_out if model_cfg.bias else 0) for n_in, n_out in zip(sizes, sizes[1:]))
-    per_unit = {"none": 0, "layer": 2, "batch": 4}[model_cfg.norm] + 1  # + 1: a PReLU slope per unit at most
-    return total + per_unit * sum(model_cfg.widths)
+def parameter_count(model_cfg, input_shape, num_classes: int) -> tuple[int, int]:
+    """The parameters ``build_model`` would make, and the numbers it keeps besides (batch norm's
+    running statistics), counted on the same layers made on the meta device, which holds no data."""
+    with torch.device("meta"):
+        model = _layers(model_cfg, input_shape, num_classes)
+    return count_parameters(model), sum(b.numel() for b in model.buffers() if b.is_floating_point())
 
 
 # Float32 copies of every weight that training keeps: the weights, their gradients, the optimizer's state.
@@ -192,11 +196,11 @@ OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
 def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device, optimizer: str | None = None) -> None:
     """Refuse a model that cannot fit in ``device``'s free memory, before anything is allocated:
     its weights, or with ``optimizer`` also the gradients and the optimizer's state."""
-    n = parameter_count(model_cfg, input_shape, num_classes)
+    n, kept = parameter_count(model_cfg, input_shape, num_classes)
     copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
     from mlp.device import free_memory
 
-    needed, free = 4 * n * copies, free_memory(device)
+    needed, free = 4 * (n * copies + kept), free_memory(device)
     if free is None or needed <= free:
         return
     from mlp.errors import UserError

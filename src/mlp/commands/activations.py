@@ -99,8 +99,8 @@ def _sample_images(dataset: str) -> torch.Tensor:
 def _before_and_after(images: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
     """One grid for TensorBoard: the images (top row) and the activation applied to each pixel
     (bottom row), both mapped from the input's range to [0, 1]."""
-    from torchvision.utils import make_grid
+    from mlp.observe.figures import image_grid
 
     low, high = images.min(), images.max()
     both = torch.cat([images, activated])
-    return make_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), nrow=len(images), pad_value=1.0)
+    return image_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), len(images), pad_value=1.0)
