@@ -9,7 +9,7 @@ trials and a failing trial cannot take the others down; under the study the chil
 each epoch's validation accuracy and stops early when the pruner says it lags.
 
 The study lives in a storage (by default ``SWEEP_DIR/optuna-journal.log``) that any number of
-``mlp sweep`` processes started with the same command share: see mlp/study.py for how they
+``mlp sweep`` processes started with the same command share: see mlp/sweep/study.py for how they
 split the trials.  The leaderboard is read from the study, so it shows every worker's trials.
 """
 
