@@ -114,6 +114,67 @@ def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path, jobs):
     assert states == ["resume"] * jobs + ["new"] * (3 - jobs)  # the next run never started
 
 
+def _lock_free(run_dir: Path) -> bool:
+    """Whether no process holds the run's lock any more (a process that ended, even unreaped, does not)."""
+    import fcntl
+
+    with open(run_dir / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("signum, jobs", [("SIGKILL", 2), ("SIGHUP", 1)])
+def test_a_compare_killed_hard_takes_its_trainings_with_it_and_the_same_command_goes_on(tmp_path, signum, jobs):
+    import signal
+    import sys
+    import time
+
+    from conftest import write_config
+
+    config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 500}})
+    command = [sys.executable, "-m", "mlp", "compare", "-c", str(config), "-a", "relu,tanh", "--out", "cmp",
+               "--jobs", str(jobs)]
+    started = [tmp_path / "cmp" / a for a in ["relu", "tanh"][:jobs]]
+
+    def wait(condition, what):
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    def epochs(run):
+        try:
+            return len(json.loads((run / "metrics.json").read_text())["epochs"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: all(epochs(run) >= 1 for run in started), "an epoch of each run")
+        proc.send_signal(getattr(signal, signum))
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -getattr(signal, signum)
+    # its trainings got SIGTERM: each saved last.pth, said so in metrics.json and let go of its folder
+    wait(lambda: all(_lock_free(run) for run in started), "the trainings to end")
+    assert all(json.loads((run / "metrics.json").read_text())["status"] == "interrupted" for run in started)
+    before = epochs(started[0])
+
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: epochs(started[0]) > before, "an epoch after the resume")
+        again.send_signal(signal.SIGINT)
+        out, err = again.communicate(timeout=120)
+    finally:
+        again.kill()
+    assert again.returncode == 130, out + err
+    assert "resuming relu" in out and "in use by another mlp process" not in out + err
+
+
 @pytest.mark.parametrize("args, message", [
     (["-a", "relu,relu7"], "--activations: unknown activation 'relu7'"),
     (["-a", ","], "--activations expects names"),

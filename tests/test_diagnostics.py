@@ -416,7 +416,7 @@ def test_activations_command_can_draw_a_chosen_few_without_data(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--activation", "relu7"], "unknown activation 'relu7'"),
     (["--dataset", "mnsit"], "did you mean 'mnist'"),
-    (["--out", "taken.txt"], "--out taken.txt is not a writable folder"),
+    (["--out", "taken.txt"], "--out taken.txt is a file, not a folder"),
 ])
 def test_activations_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "taken.txt").write_text("a file, not a folder")
@@ -435,4 +435,4 @@ def test_eval_plots_writes_confusion_matrix_and_per_class_accuracy(tiny_config, 
         assert (tmp_path / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "file").write_text("")
     bad = CliRunner().invoke(app, ["eval", str(run / "checkpoint.pth"), "--plots", "file/sub"])
-    assert bad.exit_code == 2 and "--plots file/sub is not a writable folder" in bad.stderr
+    assert bad.exit_code == 2 and "--plots file/sub: cannot make the folder: a part of the path is a file" in bad.stderr

@@ -182,11 +182,11 @@ def test_an_input_unlike_the_training_images_is_flagged(digits):
 
 
 def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
-    from mlp.run.checkpoint import save_checkpoint
+    from mlp.run.checkpoint import atomic_write_bytes, checkpoint_bytes
 
     checkpoint, images, labels, _ = digits
     old = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "input_profile"}
-    save_checkpoint(tmp_path / "old.pth", old)
+    atomic_write_bytes(tmp_path / "old.pth", checkpoint_bytes(old))
     Image.fromarray(images[0]).save("digit.png")
     (prediction,), _ = predict_files(tmp_path / "old.pth", ["digit.png"], top_k=1)
     assert prediction["index"] == labels[0] and prediction["novelty"] is None and prediction["unusual"] is None

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-import mlp.training.loop
+import mlp.training.trainer
 from conftest import run_mlp, write_config
 from mlp.run.checkpoint import load_checkpoint
 from mlp.config import load_config
@@ -28,7 +28,7 @@ EXACT = ["train.epochs=3", "train.batch_size=50", "model.dropout=0.2", "data.aug
 
 def _signal_at_step(monkeypatch, step: int, signum: int, times: int = 1):
     """Deliver a real signal to this process during the forward pass of optimizer step ``step``."""
-    build = mlp.training.loop.build_model
+    build = mlp.training.trainer.build_model
     calls = {"n": 0}
 
     def build_and_hook(*args, **kwargs):
@@ -44,7 +44,7 @@ def _signal_at_step(monkeypatch, step: int, signum: int, times: int = 1):
         model.register_forward_pre_hook(hook)
         return model
 
-    monkeypatch.setattr(mlp.training.loop, "build_model", build_and_hook)
+    monkeypatch.setattr(mlp.training.trainer, "build_model", build_and_hook)
 
 
 def _weights(path):

@@ -216,7 +216,13 @@ def _pg_program(name: str) -> str | None:
 
 
 @pytest.fixture
-def postgres_url():
+def postgres_url(postgres_server):
+    return postgres_server.url
+
+
+@pytest.fixture
+def postgres_server():
+    """A PostgreSQL server of this test's own: ``url``, and ``stop()`` to take it down at once."""
     initdb, pg_ctl = _pg_program("initdb"), _pg_program("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl); .ci/run installs it")
@@ -240,7 +246,8 @@ def postgres_url():
         run(initdb, "-D", str(folder / "data"), "-U", "mlp", "--auth=trust", "-E", "UTF8", "--no-sync")
         run(pg_ctl, "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-o",
             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        yield f"postgresql://mlp@127.0.0.1:{port}/postgres"
+        yield SimpleNamespace(url=f"postgresql://mlp@127.0.0.1:{port}/postgres",
+                              stop=lambda: run(pg_ctl, "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"))
     finally:
         if (folder / "data" / "postmaster.pid").exists():
             run(pg_ctl, "-D", str(folder / "data"), "-m", "immediate", "-w", "stop")
@@ -267,6 +274,68 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config, tmp_p
                     "--sweep-dir", "a/sweep", "--leaderboard-only")
     rows = table_rows(shown.stdout)
     assert shown.returncode == 0 and len(rows) == 4 and all(" finished " in row for row in rows)
+
+
+def test_a_database_stopped_mid_sweep_is_one_line_and_the_trial_keeps_its_epochs(tiny_config, tmp_path,
+                                                                                  postgres_server):
+    run = tmp_path / "sweep" / "width=16"
+    worker = sweep_process(tiny_config, "--grid", "model.width=16", "--set", "train.epochs=500",
+                           "--storage", postgres_server.url, "--sweep-dir", "sweep")
+    try:
+        wait_for(lambda: len(metrics(run).get("epochs", [])) >= 1, "the first epoch")
+        postgres_server.stop()
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 2, out + err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "error: lost the study's storage (StorageInternalError: ")
+    assert err.strip().splitlines()[-1].endswith("; run the same command again once it is back")
+    assert (run / "last.pth").is_file()  # the run itself resumes once the database is back
+
+
+# --- a journal after a kill -9 -----------------------------------------------------------------------------
+
+def test_a_journal_lock_left_by_a_killed_process_is_taken_over_with_a_note(tmp_path, capsys):
+    from mlp.sweep.storage import STALE_LOCK_S, open_storage
+
+    journal = tmp_path / "optuna-journal.log"
+    optuna.create_study(storage=open_storage(str(journal)), study_name="first")
+    lock = tmp_path / "optuna-journal.log.lock"
+    os.symlink(journal, lock)  # what a worker killed while writing leaves
+    left = time.time() - STALE_LOCK_S - 5
+    os.utime(lock, (left, left), follow_symlinks=False)
+    optuna.create_study(storage=open_storage(str(journal)), study_name="second")
+    err = capsys.readouterr().err
+    assert f"note: {lock} was left " in err and "by a process killed while it wrote the study's journal" in err
+    assert not os.path.lexists(lock)
+    assert sorted(optuna.study.get_all_study_names(open_storage(str(journal)))) == ["first", "second"]
+
+
+def test_a_journal_whose_last_line_was_cut_stays_readable_after_more_writes(tmp_path, capsys):
+    from mlp.sweep.storage import open_storage
+
+    journal = tmp_path / "optuna-journal.log"
+    study = optuna.create_study(storage=open_storage(str(journal)), study_name="cut")
+    study.set_user_attr("kept", 1)
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":5,"worker_id":"x","study_id":0,"user_attr":{"lo')  # killed in mid-write
+    again = optuna.load_study(storage=open_storage(str(journal)), study_name="cut")
+    again.set_user_attr("after", 2)  # the write that used to glue itself to the cut line
+    read = optuna.load_study(storage=open_storage(str(journal)), study_name="cut")
+    assert read.user_attrs == {"kept": 1, "after": 2}
+    assert "note: the last line of" in capsys.readouterr().err
+
+
+def test_a_damaged_journal_is_refused_in_one_line(tmp_path):
+    from mlp.sweep.storage import open_storage
+
+    journal = tmp_path / "optuna-journal.log"
+    journal.write_bytes(b'{"op_code":0,"worker_id":"x","study_name":"a","directions":[1]}\n{"op_co\n{}\n')
+    with pytest.raises(UserError) as raised:
+        open_storage(str(journal))
+    message = str(raised.value)
+    assert message.startswith(f"--storage {journal}: not a readable Optuna journal file (") and "\n" not in message
 
 
 # --- mistakes: one line, exit code 2, nothing started ----------------------------------------------------

@@ -183,3 +183,26 @@ def test_an_unwritable_sweep_dir_is_a_user_error(tiny_config, tmp_path, monkeypa
                         else real_access(path, mode, **kw))
     with pytest.raises(UserError, match="--sweep-dir sweep is not writable"):
         run_sweep(tiny_config, ["model.width=16"], sweep_dir=Path("sweep"))
+
+
+def test_each_sweep_gets_a_folder_of_its_own_and_its_leaderboard_reads_from_the_folder(tiny_config, tmp_path, capsys):
+    one = ["train.epochs=1", "model.depth=1"]
+    assert run_sweep(tiny_config, ["model.width=16"], sets=one) == 0
+    assert run_sweep(tiny_config, ["model.width=32"], sets=one) == 0
+    folders = sorted(p for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(p.name.startswith("tiny-sweep-") for p in folders)
+    trials = [{row["trial"] for row in csv.DictReader(open(p / "leaderboard.csv"))} for p in folders]
+    assert sorted(map(sorted, trials)) == [["width=16"], ["width=32"]]  # neither overwrote the other
+    capsys.readouterr()
+
+    assert run_sweep(tiny_config, ["model.width=16"], sets=one) == 0  # the same command finds its folder again
+    assert "(1 finished before, skipped)" in capsys.readouterr().out
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+    folder = next(p for p, names in zip(folders, trials) if names == {"width=32"})
+    shown = run_mlp("sweep", "--leaderboard-only", "--sweep-dir", folder)
+    assert shown.returncode == 0, shown.stderr
+    assert f"grid of 1 trial in {folder}" in shown.stdout and "width=32" in shown.stdout
+    assert " finished " in shown.stdout and "width=16" not in shown.stdout
+    none = run_mlp("sweep", "--leaderboard-only", "--sweep-dir", "nowhere")
+    assert none.returncode == 2 and none.stderr.startswith("error: --sweep-dir nowhere: no sweep there")

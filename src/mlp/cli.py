@@ -1,8 +1,8 @@
-"""Thin Typer commands: parse the arguments, call one function, turn a UserError into exit code 2.
+"""Thin Typer commands: parse the arguments, call one function (a UserError becomes one line
+and exit code 2, see mlp/app.py, which also holds ``main``).
 
 torch, torchvision and tensorboard are imported inside the commands, so ``mlp --help``
-answers at once.  A usage mistake (an unknown command or option, a bad value) is one line
-on stderr naming the problem and where the help is, with exit code 2, like a UserError.
+answers at once.
 """
 
 from __future__ import annotations
@@ -10,94 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
-import functools
-from enum import Enum
-
 import typer
-from typer.core import TyperCommand
 
-from mlp import __version__
-from mlp.errors import Interrupted, Pruned, UserError
-
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help text: rich formatting costs ~0.3 s per call
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Train, evaluate and explain multilayer-perceptron image classifiers.\n\n"
-         "Start with: mlp train -c configs/mnist.yaml, then mlp eval runs/<run>/checkpoint.pth; "
-         "mlp COMMAND -h shows a command's options and examples.",
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"mlp {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    pass
-
-
-class PlainCommand(TyperCommand):
-    """Arguments shown by their metavar alone: ``mlp predict [OPTIONS] CHECKPOINT IMAGE...``,
-    not typer's ``{checkpoint}`` in the usage line and ``<list[Path]>`` in the argument list."""
-
-    def collect_usage_pieces(self, ctx) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if param.param_type_name == "argument":
-                name = param.metavar or param.name.upper()
-                pieces.append(name if param.required or name.startswith("[") else f"[{name}]")
-        return pieces
-
-    def format_options(self, ctx, formatter) -> None:
-        params = self.get_params(ctx)
-        arguments = [(p.metavar or p.name.upper(), p.help or "") for p in params if p.param_type_name == "argument"]
-        options = [p.get_help_record(ctx) for p in params if p.param_type_name == "option"]
-        for title, rows in (("Arguments", arguments), ("Options", [r for r in options if r])):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
-
-
-def command(fn):
-    """Register ``fn`` as a command; a UserError becomes one line on stderr and exit code 2.
-
-    The first line of the docstring is the command's line in ``mlp --help``, so it stays short.
-    """
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            if os.environ.get("RANK", "0") == "0":
-                print(f"error: {e}", file=sys.stderr)
-            else:  # under torchrun every process meets it: rank 0 says it, and the others give it a
-                time.sleep(1)  # moment to, since torchrun stops every process once the first has exited
-            raise typer.Exit(2) from None
-        except Pruned as e:  # a sweep's trial that its study stopped: a normal end, metrics.json says so
-            print(f"{e}; metrics.json says pruned", file=sys.stderr)
-            return None
-        except Interrupted as e:
-            print(f"stopped by {e.signal_name}; last.pth is saved. Resume with:  mlp train --resume {e.run_dir}",
-                  file=sys.stderr)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(130) from None
-
-    return app.command(fn.__name__.rstrip("_"), cls=PlainCommand)(run)
+from mlp.app import app, command, main, validated  # noqa: F401  (main: the `mlp` entry point)
+from mlp.errors import UserError
 
 
 class SplitName(str, Enum):
@@ -150,6 +70,9 @@ def train(
         else:
             typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return
+    from mlp.training.workers import follow_parent
+
+    follow_parent()  # started by mlp sweep or mlp compare: stop when it dies
     on_epoch = None
     if os.environ.get("MLP_STUDY_TRIAL"):  # started by `mlp sweep`: report each epoch to its study
         from mlp.sweep.study import TRIAL_ENV, epoch_reporter
@@ -194,11 +117,12 @@ def eval_(
     from mlp.commands.evaluate import evaluate_checkpoint, format_report
 
     if device is not None:
-        _validated(TrainConfig, "device", device, "--device")
+        validated(TrainConfig, "device", device, "--device")
     if plots is not None:
-        from mlp.observe.figures import writable_folder, write_evaluation_plots
+        from mlp.files import output_folder
+        from mlp.observe.figures import write_evaluation_plots
 
-        writable_folder(plots, "--plots")
+        output_folder(plots, "--plots")
     result = evaluate_checkpoint(checkpoint, split.value, str(data_root) if data_root else None, device, batch_size,
                                  config)
     if plots is not None:
@@ -241,7 +165,7 @@ def activations(
     from mlp.config import DataConfig
 
     if dataset is not None:
-        dataset = _validated(DataConfig, "dataset", dataset, "--dataset")
+        dataset = validated(DataConfig, "dataset", dataset, "--dataset")
     from mlp.commands.activations import draw_activations
 
     written = draw_activations(out, log_dir, activation, dataset)
@@ -262,8 +186,8 @@ class SamplerName(str, Enum):
 
 @command
 def sweep(
-    config: Path = typer.Option(..., "--config", "-c", metavar="FILE", show_default=False,
-                                help="The YAML config every trial starts from."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE", show_default=False,
+                                          help="The YAML config every trial starts from."),
     grid: List[str] = typer.Option([], "--grid", "-g", metavar="KEY=V1,V2,...", show_default=False,
                                    help="Values to try: --grid model.width=128,256 (repeatable; all combinations run)."),
     search: Optional[Path] = typer.Option(None, "--search", metavar="SPACE.yaml",
@@ -274,7 +198,8 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override a config key in every trial (repeatable)."),
     sweep_dir: Optional[Path] = typer.Option(None, "--sweep-dir", metavar="DIR",
-                                             help="Folder for the trials and leaderboard (default: runs/<config name>-sweep)."),
+                                             help="Folder for the trials and leaderboard (default: runs/<config name>-sweep-<digest>, "
+                                                  "one per sweep)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Trials this process trains at the same time."),
     storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
                                           help="Where the study lives, shared by every worker given the same one: "
@@ -291,7 +216,8 @@ def sweep(
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N",
                                        help="Seed the --search sampler (repeatable with one worker)."),
     leaderboard_only: bool = typer.Option(False, "--leaderboard-only", help="Print the study's leaderboard "
-                                          "(every worker's trials) and exit; trains nothing."),
+                                          "(every worker's trials) and exit; trains nothing. With --sweep-dir "
+                                          "alone, the sweep is read from its study."),
 ) -> None:
     """Train a grid or a search of configs, then rank the runs.
 
@@ -411,7 +337,7 @@ def predict(
     from mlp.config import TrainConfig
     from mlp.commands.predict import format_predictions, predict_files
 
-    device = _validated(TrainConfig, "device", device, "--device")
+    device = validated(TrainConfig, "device", device, "--device")
     predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
                                             data_root=str(data_root) if data_root else None)
     if as_json:
@@ -422,55 +348,3 @@ def predict(
         print(f"error: cannot read image {path}: {reason}", file=sys.stderr)
     if unreadable:
         raise typer.Exit(2)
-
-
-def _validated(section, field: str, value, flag: str):
-    from pydantic import ValidationError
-
-    try:
-        return getattr(section.model_validate({field: value}), field)
-    except ValidationError as e:
-        raise UserError(f"{flag}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-
-
-def main() -> None:
-    try:
-        code = _run_app()
-    except SystemExit as e:
-        code = e.code
-    if "torch._dynamo" not in sys.modules:
-        sys.exit(code)
-    # Every torch optimizer step imports torch's compiler stack, and the interpreter then takes
-    # well over a second to tear it down at exit.  By now every file is written, fsynced and
-    # closed, so skip that teardown: flush what was printed and leave.
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
-
-
-def _run_app() -> int:
-    """Run the command; a usage mistake is one line (the problem and where the help is), exit code 2."""
-    try:
-        from typer._click.exceptions import ClickException, UsageError  # recent typer vendors click
-    except ImportError:  # pragma: no cover - older typer on top of click
-        from click.exceptions import ClickException, UsageError
-    try:
-        code = app(prog_name="mlp", standalone_mode=False)  # "mlp" in usage lines and completion, also for python -m mlp
-    except UsageError as e:
-        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `mlp`: the help, as click shows it
-            e.show()
-            return e.exit_code
-        where = f"{e.ctx.command_path} -h" if e.ctx is not None else "mlp -h"
-        message = " ".join(e.format_message().replace("Value error, ", "").split())
-        print(f"error: {message} (see '{where}')", file=sys.stderr)
-        return e.exit_code
-    except ClickException as e:
-        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
-        return e.exit_code
-    except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return code if isinstance(code, int) else 0

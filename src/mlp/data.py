@@ -344,18 +344,25 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: t
     batch smaller than ``min_last`` joins the one before it (batch norm cannot train on one image).
     """
     perm = torch.randperm(n, generator=generator).to(device)
-    batches = list(perm.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < min_last:
-        batches[-2:] = [torch.cat(batches[-2:])]
+    batches = list(perm.split(batch_sizes(n, batch_size, min_last)))
     if world_size > 1:
         batches = [b[rank::world_size] for b in batches]
     return batches
 
 
+def batch_sizes(n: int, batch_size: int, min_last: int = 1) -> list[int]:
+    """The sizes of an epoch's batches of ``n`` images: full batches, then the rest, which joins
+    the batch before it when it is smaller than ``min_last``."""
+    full, rest = divmod(n, batch_size)
+    sizes = [batch_size] * full + ([rest] if rest else [])
+    if len(sizes) > 1 and sizes[-1] < min_last:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return sizes
+
+
 def batches_per_epoch(n: int, batch_size: int, min_last: int = 1) -> int:
     """How many batches ``epoch_batches`` makes of ``n`` images."""
-    full, last = divmod(n, batch_size)
-    return full + (1 if last >= min_last or (last and not full) else 0)
+    return len(batch_sizes(n, batch_size, min_last))
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad_value: torch.Tensor) -> torch.Tensor:

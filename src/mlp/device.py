@@ -1,6 +1,8 @@
-"""Choosing the torch device a command runs on."""
+"""Choosing the torch device a command runs on, and what it has: bf16 arithmetic, free memory."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -37,3 +39,22 @@ def resolve_precision(setting: str, device: torch.device) -> tuple[str, str]:
             return "bf16", f"auto: this CPU has {' and '.join(native)}"
         return "fp32", "auto: this CPU has neither AMX nor AVX512-BF16, so bf16 would be emulated"
     return "fp32", f"auto: no bf16 rule for {device.type}"
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (the machine's available memory for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:  # Linux: MemAvailable counts the cache it can reclaim
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -8,7 +8,6 @@ TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -125,6 +124,12 @@ def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
     A model whose weights alone would not fit in this machine's free memory is refused first.
     """
     check_memory(model_cfg, input_shape, num_classes, torch.device("cpu"))
+    model = _layers(model_cfg, input_shape, num_classes)
+    init_weights(model, model_cfg)
+    return model
+
+
+def _layers(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     in_features = math.prod(input_shape)
     for i, width in enumerate(model_cfg.widths):
@@ -139,9 +144,7 @@ def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
         layers[f"hidden{i}"] = nn.Sequential(block)
         in_features = width
     layers["output"] = nn.Linear(in_features, num_classes, bias=model_cfg.bias)
-    model = nn.Sequential(layers)
-    init_weights(model, model_cfg)
-    return model
+    return nn.Sequential(layers)
 
 
 def hidden_layers(model: nn.Sequential) -> list[nn.Sequential]:
@@ -178,12 +181,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def parameter_count(model_cfg, input_shape, num_classes: int) -> int:
-    """The parameters (and norm statistics) ``build_model`` would make, counted without making them."""
-    sizes = [math.prod(input_shape), *model_cfg.widths, num_classes]
-    total = sum(n_in * n_out + (n_out if model_cfg.bias else 0) for n_in, n_out in zip(sizes, sizes[1:]))
-    per_unit = {"none": 0, "layer": 2, "batch": 4}[model_cfg.norm] + 1  # + 1: a PReLU slope per unit at most
-    return total + per_unit * sum(model_cfg.widths)
+def parameter_count(model_cfg, input_shape, num_classes: int) -> tuple[int, int]:
+    """The parameters ``build_model`` would make, and the numbers it keeps besides (batch norm's
+    running statistics), counted on the same layers made on the meta device, which holds no data."""
+    with torch.device("meta"):
+        model = _layers(model_cfg, input_shape, num_classes)
+    return count_parameters(model), sum(b.numel() for b in model.buffers() if b.is_floating_point())
 
 
 # Float32 copies of every weight that training keeps: the weights, their gradients, the optimizer's state.
@@ -195,12 +198,14 @@ def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device,
     """Refuse a model that cannot fit in ``device``'s free memory, before anything is allocated:
     its weights, or with ``optimizer`` also the gradients and the optimizer's state, and with
     ``batch`` the activations of a batch of that many images (kept for the backward pass)."""
-    n = parameter_count(model_cfg, input_shape, num_classes)
+    n, kept = parameter_count(model_cfg, input_shape, num_classes)
     copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
     # per image: the input, and per unit its pre- and post-activation, a norm's and dropout's copy, and
     # the gradients of two of them in the backward pass; float32
     activations = 4 * batch * (2 * math.prod(input_shape) + 6 * sum(model_cfg.widths) + 3 * num_classes)
-    needed, free = 4 * n * copies + activations, free_memory(device)
+    from mlp.device import free_memory
+
+    needed, free = 4 * (n * copies + kept) + activations, free_memory(device)
     if free is None or needed <= free:
         return
     from mlp.errors import UserError
@@ -211,25 +216,6 @@ def check_memory(model_cfg, input_shape, num_classes: int, device: torch.device,
     raise UserError(f"the model (model.width {model_cfg.width}, depth {model_cfg.depth}) has {n:,} parameters: "
                     f"{_bytes(needed)} for {purpose}, more than the {_bytes(free)} free on {device}; choose a "
                     f"smaller model.width or model.depth{' or train.batch_size' if batch else ''}")
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` (the machine's available memory for the CPU), or None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as f:  # Linux: MemAvailable counts the cache it can reclaim
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _bytes(n: float) -> str:

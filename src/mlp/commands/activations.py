@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mlp.errors import UserError
+from mlp.files import output_folder
 from mlp.model import ACTIVATIONS, make_activation, parse_activation
 
 CURVE_RANGE = (-7.0, 7.0)  # wide enough to show ReLU6 cap at 6 and sigmoid saturating
@@ -25,7 +26,7 @@ PIXEL_IMAGES = 8  # images per data set row
 def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
     """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png`` (with a data set, also
     ``<out>/before_after_<name>.png`` and ``<out>/before_after.png``); log the same to ``log_dir``."""
-    from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array, writable_folder
+    from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array
     from mlp.observe.tensorboard import log_activations
 
     try:
@@ -34,8 +35,8 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
         raise UserError(f"--activation: {e}") from None
     chosen = list(dict.fromkeys(chosen))  # an alias and its name are the same activation
     images = _sample_images(dataset) if dataset else None
-    writable_folder(out, "--out")
-    writable_folder(log_dir, "--log-dir")
+    output_folder(out, "--out")
+    output_folder(log_dir, "--log-dir")
 
     x = torch.linspace(*CURVE_RANGE, CURVE_POINTS)
     curves, figures, after = {}, {}, {}
@@ -98,8 +99,8 @@ def _sample_images(dataset: str) -> torch.Tensor:
 def _before_and_after(images: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
     """One grid for TensorBoard: the images (top row) and the activation applied to each pixel
     (bottom row), both mapped from the input's range to [0, 1]."""
-    from torchvision.utils import make_grid
+    from mlp.observe.figures import image_grid
 
     low, high = images.min(), images.max()
     both = torch.cat([images, activated])
-    return make_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), nrow=len(images), pad_value=1.0)
+    return image_grid(((both - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0), len(images), pad_value=1.0)

@@ -51,7 +51,6 @@ from mlp.model import hidden_layers
 FLAT_SLOPE = 0.01  # a unit whose activation's derivative stays at or below this is inactive
 TAIL_RANGE, TAIL_POINTS = 60.0, 24001  # where flat tails are looked for: [-60, 60] in steps of 0.005
 DISTRIBUTION_BINS = 60
-PER_LAYER = ("signal", "inactive", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
 DIAGNOSTICS_FILE = "diagnostics.json"
 
 
@@ -101,7 +100,6 @@ class LayerStats:
     """One hidden layer: its running inactivity statistic, latest batch and captured gradient."""
 
     def __init__(self, block: nn.Sequential):
-        self.block = block
         self.linear, self.activation = block.linear, block.activation
         self.low, self.high = flat_tails(self.activation)
         self.learnable = any(True for _ in self.activation.parameters())
@@ -399,7 +397,7 @@ def format_report(record: dict[str, Any]) -> str:
     header = ["layer", "inactive", "at most", f"signal step {first['step']}", f"signal step {last['step']}"]
     rows = [[str(i), share(a), share(b), f"{s0:.2e}", f"{s1:.2e}"]
             for i, (a, b, s0, s1) in enumerate(zip(now, peaks, first["signal"], last["signal"]), 1)]
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    from mlp.tables import text_table
+
     return ("layers   per hidden layer, 1 next to the input (docs/diagnostics.md: how to read them)\n"
-            + "\n".join("         " + line for line in lines))
+            + text_table(header, rows, rule=False, indent="         ", right=True))

@@ -57,19 +57,6 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def writable_folder(path: Path, flag: str) -> Path:
-    """Create ``path`` if needed and check that files can be written there."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".mlp-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{flag} {path} is not a writable folder ({e.strerror or e}); choose another") from None
-    return path
-
-
 def short_names(classes: list[str]) -> list[str]:
     """MNIST's class names are '0 - zero', ...: the part before ' - ' is enough on an axis."""
     return [c.split(" - ")[0] for c in classes]
@@ -172,15 +159,27 @@ def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images * std_t + mean_t).clamp_(0.0, 1.0)
 
 
+def image_grid(images: torch.Tensor, per_row: int, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """(N, C, H, W) images in [0, 1] tiled into one (3, H', W') image, ``per_row`` to a row with
+    ``padding`` pixels between and around them (plain torch: importing torchvision costs seconds)."""
+    n, c, h, w = images.shape
+    images = images.expand(n, 3, h, w) if c == 1 else images
+    cols = min(per_row, n)
+    rows = -(-n // cols)
+    grid = torch.full((3, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value,
+                      dtype=images.dtype)
+    for k in range(n):
+        top, left = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+        grid[:, top:top + h, left:left + w] = images[k]
+    return grid
+
+
 def misclassified_figure(images: torch.Tensor, predicted: list[int], true: list[int], classes: list[str]):
     """[0, 1] images in one grid, each with its predicted and its true class written above it."""
-    from torchvision.utils import make_grid
-
     cols = min(len(images), 8)
     height, width = images.shape[-2:]
     band, pad = height // 2, 2  # a white band above each image holds its two lines of text
-    grid = make_grid(torch.nn.functional.pad(images.cpu(), (0, 0, band, 0), value=1.0),
-                     nrow=cols, padding=pad, pad_value=1.0)
+    grid = image_grid(torch.nn.functional.pad(images.cpu(), (0, 0, band, 0), value=1.0), cols, pad, 1.0)
     fig = _figure(1.5 * cols, 1.5 * cols * grid.shape[1] / grid.shape[2])
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(grid.permute(1, 2, 0).numpy())

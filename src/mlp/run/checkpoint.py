@@ -19,8 +19,8 @@ from mlp.errors import UserError, first_line
 from mlp.files import require_file
 from mlp.run.durable import atomic_write_bytes, atomic_write_json, json_bytes  # noqa: F401 (their home before)
 
-# 2: last.pth's "resume" section is the training state under its own field names (mlp.training.loop.TrainingState);
-# a format-1 last.pth is converted when it is resumed (mlp.training.loop.upgrade_resume_section).
+# 2: last.pth's "resume" section is the training state under its own field names (mlp.training.state.TrainingState);
+# a format-1 last.pth is converted when it is resumed (mlp.training.state.upgrade_resume_section).
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "config", "model_state", "classes", "input_shape", "normalization")
 
@@ -29,10 +29,6 @@ def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, "torch_version": str(torch.__version__), **payload}, buffer)
     return buffer.getvalue()
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_bytes(path, checkpoint_bytes(payload))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

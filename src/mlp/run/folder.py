@@ -213,9 +213,9 @@ class RunFolder:
     def write_json(self, name: str, data: Any) -> None:
         self._write({name: json_bytes(data)})
 
-    def write_status(self, status: str, history: list[dict], best: dict, test: dict | None = None) -> None:
-        """metrics.json: ``running``, ``finished``, ``interrupted``, ``diverged`` or ``failed``."""
-        self.save(metrics=metrics_record(status, history, best, test))
+    def write_status(self, status: str, history: list[dict], best: dict) -> None:
+        """metrics.json of a run that ended early: ``interrupted``, ``diverged``, ``failed`` or ``pruned``."""
+        self.save(metrics=metrics_record(status, history, best))
 
     def best_checkpoint(self, epoch: int | None = None) -> dict[str, Any]:
         """checkpoint.pth, refused (one line) unless it holds ``epoch`` when one is given."""

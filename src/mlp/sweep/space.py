@@ -99,6 +99,19 @@ class Space:
     def definition(self) -> dict[str, Any]:
         return {p.key: p.definition() for p in self.params}
 
+    @classmethod
+    def stored(cls, kind: str, definition: dict[str, Any]) -> Space:
+        """The space a study was made with, from its ``definition()``."""
+        params = []
+        for key, spec in definition.items():
+            param_kind = next(k for k in spec if k not in ("log", "step"))
+            if param_kind in ("float", "int"):
+                low, high = spec[param_kind]
+                params.append(Param(key, param_kind, low=low, high=high, log=spec["log"], step=spec["step"]))
+            else:
+                params.append(Param(key, param_kind, list(spec[param_kind])))
+        return cls(kind, params, "the study")
+
 
 def parse_grid(items: list[str]) -> Space:
     """``["model.width=128,256", ...]`` → a grid whose parameters hold the values as typed."""

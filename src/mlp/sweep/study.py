@@ -29,108 +29,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mlp.errors import Pruned, UserError
 from mlp.sweep.space import Space
+from mlp.sweep.storage import hide_password, open_storage, quiet_optuna, storage_kept
 
 HEARTBEAT_S = 30  # how often a worker marks its trials alive
 STALE_AFTER_S = 300  # a trial whose worker (on another machine) has been silent this long is taken over
-JOURNAL_NAME = "optuna-journal.log"  # the default storage, a file in the sweep folder
 TRIAL_ENV = "MLP_STUDY_TRIAL"  # how a sweep tells its `mlp train` child which trial it is
-PRUNERS = ("none", "median", "halving")
-SAMPLERS = ("tpe", "random")
-
-
-def quiet_optuna():
-    """Import optuna with its per-trial log lines and experimental-feature warnings off."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-def open_storage(spec: str):
-    """A database URL (``postgresql://user@host/db``, ``sqlite:///file.db``) or a journal file path."""
-    optuna = quiet_optuna()
-    if "://" not in spec:
-        path = Path(spec)
-        if path.is_dir():
-            raise UserError(f"--storage {spec} is a folder; give a file for the study's journal, "
-                            f"e.g. {path / JOURNAL_NAME}, or a database URL")
-        if not path.parent.is_dir():
-            raise UserError(f"--storage {spec}: there is no folder {path.parent}")
-        from optuna.storages.journal import JournalFileBackend
-
-        try:
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"--storage {spec}: not a readable Optuna journal file: {e}") from None
-    import sqlalchemy
-
-    shown = _hide_password(spec)
-    try:
-        return _rdb_storage(_with_postgres_driver(spec))
-    except ImportError as e:
-        missing = getattr(e.__cause__ or e.__context__, "name", None) or e.name or "for it"
-        hint = "pip install 'psycopg[binary]' (mlp's postgres extra)" if spec.startswith("postgresql") else "install it"
-        raise UserError(f"--storage {shown}: the database driver {missing} is not installed; {hint}") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
-        first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise UserError(f"--storage {shown}: cannot open the database: {first}") from None
-
-
-def _rdb_storage(url: str):
-    """Optuna's database storage.  Workers starting together on a fresh database all try to make
-    its tables, and all but one fail on a duplicate name: those try again once the tables exist."""
-    import random
-
-    import sqlalchemy
-
-    optuna = quiet_optuna()
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + random.random())
-
-
-def storage_errors() -> tuple[type[Exception], ...]:
-    """What a storage raises when it cannot be reached (a database gone, a file system full)."""
-    import sqlalchemy
-
-    return OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError
-
-
-def _with_postgres_driver(url: str) -> str:
-    """``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1: use whichever is
-    installed (``mlp[postgres]`` brings psycopg), so the plain URL works with either."""
-    if not url.startswith("postgresql://"):
-        return url
-    import importlib.util
-
-    for module, dialect in (("psycopg", "postgresql+psycopg://"), ("psycopg2", "postgresql+psycopg2://")):
-        if importlib.util.find_spec(module) is not None:
-            return dialect + url.removeprefix("postgresql://")
-    return url
-
-
-def _hide_password(url: str) -> str:
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not even a URL: show the scheme only
-        return url.split("://", 1)[0] + "://..."
 
 
 def make_sampler(space: Space, sampler: str, seed: int | None):
@@ -321,7 +232,7 @@ class SweepStudy:
         """What the trial's `mlp train` needs to report its epochs to this study."""
         spec = self.spec if "://" in self.spec else str(Path(self.spec).resolve())
         return json.dumps({"storage": spec, "study": self.name, "trial_id": claim.trial_id, "number": claim.number,
-                           "pruner": self.pruner, "budget": self.budget, "epochs": epochs, "parent": os.getpid()})
+                           "pruner": self.pruner, "budget": self.budget, "epochs": epochs})
 
 
 def _create_or_load(storage, name: str, sampler, pruner, definition: dict[str, Any], where: str):
@@ -346,11 +257,30 @@ def _create_or_load(storage, name: str, sampler, pruner, definition: dict[str, A
     return study
 
 
+def stored_sweep(storage_spec: str, name: str) -> tuple[dict[str, Any], int]:
+    """An existing sweep's definition (as ``_create_or_load`` stored it) and how many trials it has."""
+    optuna = quiet_optuna()
+    storage, where = open_storage(storage_spec), hide_password(storage_spec) if "://" in storage_spec else storage_spec
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage)
+        hint = f"; it holds {', '.join(map(repr, names))}: give one with --study" if names else ""
+        raise UserError(f"no study '{name}' in {where}{hint}") from None
+    definition = study.user_attrs.get("mlp_sweep")
+    if not isinstance(definition, dict) or not {"kind", "space", "config", "pruner", "sampler"} <= set(definition):
+        raise UserError(f"study '{name}' in {where} was not made by mlp sweep")
+    if definition["kind"] == "grid":
+        budget = Space.stored("grid", definition["space"]).size
+    else:
+        budget = sum(not is_retry(t) and t.user_attrs.get("status") != "surplus" for t in study.get_trials(deepcopy=False))
+    return definition, budget
+
+
 def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
     """In a trial's `mlp train` process: report each epoch's validation accuracy to the study
     and raise Pruned when the study's pruner says the trial lags (never after the last epoch)."""
     spec = json.loads(text)
-    _die_with_parent(spec["parent"])
     optuna = quiet_optuna()
     study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
                               sampler=optuna.samplers.RandomSampler(),  # nothing is sampled here
@@ -359,8 +289,9 @@ def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
         try:
-            trial.report(record["val_accuracy"], epoch)
-            prune = epoch < spec["epochs"] and trial.should_prune()
+            with storage_kept():  # the epoch's files are written: a resume continues from them
+                trial.report(record["val_accuracy"], epoch)
+                prune = epoch < spec["epochs"] and trial.should_prune()
         except optuna.exceptions.UpdateFinishedTrialError:
             raise UserError(f"trial {spec['number']} of study '{spec['study']}' was taken over by another "
                             "worker (this one missed its heartbeats); stopping") from None
@@ -369,14 +300,3 @@ def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
 
     return on_epoch
 
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGTERM (save last.pth and stop) when the sweep process dies, even by kill -9."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the sweep was already gone
-        os.kill(os.getpid(), signal.SIGTERM)

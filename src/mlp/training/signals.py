@@ -2,7 +2,8 @@
 
 ``handling(handler)`` installs one handler for both signals for the length of a block and puts
 the previous handlers back afterwards.  Training installs ``StopRequest`` through it (finish the
-step, save, stop); ``mlp sweep`` installs its forwarding to the trials' processes through it.
+step, save, stop); ``mlp compare`` and ``mlp sweep`` install ``Workers.stop`` through it
+(training/workers.py), which passes each signal on to their trainings' processes once.
 """
 
 from __future__ import annotations

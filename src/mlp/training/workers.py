@@ -1,0 +1,164 @@
+"""Many trainings at once, each an ``mlp train`` process of its own: how ``mlp sweep`` and
+``mlp compare`` run their runs.
+
+- **Threads.**  Each training gets ``worker_threads(jobs)`` intra-op threads (its share of the
+  cores; an ``OMP_NUM_THREADS`` the user set wins), whether one or several run side by side.
+- **Signals.**  The trainings run in sessions of their own, so a terminal's Ctrl-C reaches only
+  the parent, which passes each SIGINT/SIGTERM on once (``Workers.stop``): the first makes every
+  training save last.pth and stop, a second SIGINT quits them at once.  No training starts
+  after a stop.
+- **The parent's death.**  A training dies with the process that started it, even when that one
+  is killed by SIGKILL or SIGHUP (``follow_parent``): it gets SIGTERM, saves last.pth and stops,
+  so the same command run again finds the folders free and resumes them.
+- **How it ended.**  ``outcome`` turns a training's exit code and the status its metrics.json
+  records into finished, pruned, diverged, interrupted or failed; the last line of its log
+  (``train.log`` in its folder) says why it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Hashable
+
+from mlp.files import open_log
+from mlp.training import signals
+
+PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it dies with
+
+
+def worker_threads(jobs: int) -> int:
+    """The intra-op threads of each of ``jobs`` trainings running side by side (the one place
+    that decides it): an ``OMP_NUM_THREADS`` the user set, or an equal share of the cores."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def outcome(code: int | None, status: str | None, stopped: bool) -> str:
+    """How a training ended, from its exit code (None: never started) and metrics.json's status."""
+    if code is None:
+        return "interrupted"  # never started: a stop came first
+    if code == 0:
+        return status if status in ("finished", "pruned") else "failed"
+    if stopped and (code < 0 or code >= 128):
+        return "interrupted"
+    return "diverged" if status == "diverged" else "failed"
+
+
+class Workers:
+    """Up to ``jobs`` ``mlp train`` processes at a time, started by ``train`` from the threads
+    that ``run`` starts; ``signum`` is the stop asked for, if any."""
+
+    def __init__(self, jobs: int, echo: bool = False):
+        self.jobs, self.echo = jobs, echo  # echo: show a training's output as it comes (one job)
+        self.threads = worker_threads(jobs)
+        self.lock = threading.Lock()
+        self.children: dict[Hashable, subprocess.Popen] = {}  # key → its training process
+        self.signum: int | None = None
+
+    def stop(self, signum, frame) -> None:
+        """The handler for SIGINT/SIGTERM: pass the signal on to each training, once."""
+        self.signum = signum
+        with self.lock:
+            for proc in self.children.values():
+                try:
+                    proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass  # it has just ended
+
+    def run(self, loop: Callable[[], None]) -> None:
+        """Run ``loop`` in ``jobs`` threads, with the signals passed on, until every one returns;
+        the first exception one raised is raised here."""
+        with signals.handling(self.stop), ThreadPoolExecutor(self.jobs) as pool:
+            for future in [pool.submit(loop) for _ in range(self.jobs)]:
+                future.result()
+
+    def running(self) -> dict[Hashable, subprocess.Popen]:
+        with self.lock:
+            return dict(self.children)
+
+    def train(self, key: Hashable, args: list[str], log_file: Path, env: dict[str, str] | None = None,
+              announce: str | None = None) -> tuple[int | None, str]:
+        """``mlp train --no-progress ARGS``, its output appended to ``log_file``; its exit code
+        (None if a stop came first and it never started) and the last line it wrote."""
+        command = [sys.executable, "-m", "mlp", "train", "--no-progress", *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), "OMP_NUM_THREADS": str(self.threads),
+               PARENT_ENV: str(os.getpid())}
+        with self.lock:  # a signal arriving now must either prevent this start or reach this child
+            if self.signum is not None:
+                return None, ""
+            if announce:
+                say(announce)
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            # The child writes its log itself, so what it says while it stops is kept even after
+            # this process is gone.
+            with open_log(log_file) as log:
+                log.write(f"$ mlp {' '.join(command[3:])}\n")
+                log.flush()
+                start = log.tell()
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.children[key] = proc
+        try:
+            last = _follow(log_file, start, proc, self.echo)
+        finally:
+            with self.lock:
+                del self.children[key]
+        return proc.returncode, last
+
+
+def _follow(log_file: Path, start: int, proc: subprocess.Popen, echo: bool) -> str:
+    """Wait for the training's process, showing its log as it grows when ``echo``; its last line."""
+    tail = ""
+    with open(log_file, errors="replace") as log:
+        log.seek(start)
+        while True:
+            done = proc.poll() is not None  # checked before reading, so the last lines are read
+            chunk = log.read()
+            if echo and chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            tail = (tail + chunk)[-4000:]
+            if done:
+                break
+            if not chunk:
+                time.sleep(0.1)
+    return next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+
+
+def follow_parent() -> None:
+    """In a training that ``Workers`` started: get SIGTERM (save last.pth and stop) when the
+    process that started it dies, however it dies.  Linux says so itself (PR_SET_PDEATHSIG);
+    elsewhere a thread watches the parent's process id."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    parent_pid = int(parent)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    else:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent was gone before the kernel was told to watch it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def say(text: str, stream=None) -> None:
+    """One line in one write, so lines from trainings running side by side do not interleave."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
