@@ -6,6 +6,7 @@ runs/<name>-<time>/
   last.pth               the latest state: everything needed to resume exactly
   checkpoint.pth         the best epoch on validation accuracy
   metrics.json           status, per-epoch history, best epoch, final test metrics
+  metrics.csv            the same per-epoch history, one row per epoch (spreadsheets, pandas)
   diagnostics.json       per-layer measurements (mlp.observe.diagnostics writes it through write_json)
   events.out.tfevents.*  TensorBoard (mlp.observe.tensorboard.RunLogger writes those)
   .lock                  held by the one process that writes the run
@@ -21,6 +22,8 @@ the folder and the cause.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import socket
@@ -33,7 +36,7 @@ from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, json_bytes, 
 from mlp.errors import UserError, first_line
 from mlp.files import cause, writing
 
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json")
+RUN_FILES = ("config.yaml", "metrics.json", "metrics.csv", "checkpoint.pth", "last.pth", "diagnostics.json")
 LOCK_FILE = ".lock"
 
 
@@ -130,11 +133,12 @@ class RunFolder:
         self._write({"config.yaml": text.encode()})
 
     def save(self, *, last: dict | None = None, best: dict | None = None, metrics: dict | None = None) -> None:
-        """Any of last.pth, checkpoint.pth and metrics.json, all or none."""
+        """Any of last.pth, checkpoint.pth and metrics.json (with metrics.csv), all or none."""
         files = {"last.pth": last, "checkpoint.pth": best}
         blobs = {name: checkpoint_bytes(payload) for name, payload in files.items() if payload is not None}
         if metrics is not None:
             blobs["metrics.json"] = json_bytes({**self.facts, **metrics})
+            blobs["metrics.csv"] = csv_bytes(metrics["epochs"])
         self._write(blobs)
 
     def write_json(self, name: str, data: Any) -> None:
@@ -159,6 +163,15 @@ class RunFolder:
 
 def metrics_record(status: str, history: list[dict], best: dict, test: dict | None = None) -> dict[str, Any]:
     return {"status": status, "epochs": history, "best": best, **({"test": test} if test is not None else {})}
+
+
+def csv_bytes(rows: list[dict]) -> bytes:
+    """metrics.csv: one row per epoch, a column per key (in the order they first appear)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def _made(path: Path, exist_ok: bool = False) -> bool:
