@@ -7,9 +7,6 @@ imports torch until a function is called, so ``import mlp`` stays instant.
 
 from __future__ import annotations
 
-import copy
-import html
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +40,16 @@ class Comparison:
         return self.dir / "report.html"
 
     def _repr_html_(self) -> str:
+        import html
+
         page = html.escape(self.report.read_text(encoding="utf-8"), quote=True)
         return f'<iframe srcdoc="{page}" style="width: 100%; height: 720px; border: 0"></iframe>'
 
 
 def _config(config: str | Path | Mapping[str, Any], sets: Iterable[str]):
     """A validated Config from a YAML path or a dict, with ``KEY=VALUE`` overrides applied."""
+    import copy
+
     from mlp.config import load_config, parse_override, set_dotted, validate_config
 
     if isinstance(config, Mapping):
@@ -73,6 +74,8 @@ def compare(config: str | Path | Mapping[str, Any], *, vary: Iterable[str] | Map
             ) -> Comparison:
     """``mlp compare``: ``vary`` holds ``"KEY=V1,V2"`` strings (or ``{KEY: [V1, V2]}``);
     ``model.activation`` chooses the activations compared."""
+    import inspect
+
     from mlp.comparison.plan import run_compare
 
     varied = _varied(vary)
