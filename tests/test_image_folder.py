@@ -82,6 +82,9 @@ def test_train_and_test_folders_mixed_sizes_modes_and_grey(tmp_path):
     assert data.input_shape == (3, 20, 20) and data.classes == ["blue", "green", "red"]
     assert any("come in 2 sizes (20×20 (60), 40×30 (1))" in n for n in data.notes)
     assert any("come in 2 modes (RGB (60), L (1)); each is made RGB" in n for n in data.notes)
+    shutil.rmtree(tmp_path / "set" / "test" / "blue")
+    shutil.rmtree(tmp_path / "set" / "test" / "green")  # a test/ with one of the classes is fine
+    assert len(load_data(_config(tmp_path / "set").data, torch.device("cpu"), seed=0).test) == 6
     sized = load_data(_config(tmp_path / "set", "data.image_size=[8, 12]", "data.channels=1").data,
                       torch.device("cpu"), seed=0)
     assert sized.input_shape == (1, 8, 12) and sized.train.images.shape[1:] == (1, 8, 12)
@@ -119,6 +122,7 @@ def test_skipped_files_are_named_and_counted(tmp_path):
     ("one class", "has one class folder (red); a classifier needs at least two"),
     ("empty class", "blue holds no readable training image"),
     ("unknown test class", "has class folders that"),
+    ("no test image", "falls in the test split (data.test_fraction 0.01); add images"),
 ])
 def test_a_folder_that_is_no_data_set_is_one_line(tmp_path, case, message):
     root = tmp_path / "pics"
@@ -134,7 +138,10 @@ def test_a_folder_that_is_no_data_set_is_one_line(tmp_path, case, message):
     elif case == "unknown test class":
         write_image_folder(root / "train", per_class=3, classes=("red", "green"))
         write_image_folder(root / "test", per_class=3, classes=("red", "blue"))
-    done = run_mlp("train", *_sets(f"data.root={root}"), "--run-dir", tmp_path / "run")
+    elif case == "no test image":
+        write_image_folder(root, per_class=3, classes=("red", "green"))
+    more = ["data.test_fraction=0.01"] if case == "no test image" else []
+    done = run_mlp("train", *_sets(f"data.root={root}", *more), "--run-dir", tmp_path / "run")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
 

@@ -57,7 +57,7 @@ def layout(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def class_folders(folder: Path) -> list[str]:
+def class_folders(folder: Path, minimum: int = 2) -> list[str]:
     """The class names (torchvision's sorted sub-folders, less hidden ones such as .ipynb_checkpoints)."""
     from torchvision.datasets.folder import find_classes
 
@@ -70,7 +70,7 @@ def class_folders(folder: Path) -> list[str]:
         found = f" (it holds {len(loose)} files directly: {_named(loose)})" if loose else ""
         raise UserError(f"{folder} holds no class folders{found}; put each class's images in a sub-folder "
                         f"named after the class ({folder}/cat/1.png, {folder}/dog/2.png, ...)")
-    if len(classes) == 1:
+    if len(classes) == 1 and minimum > 1:
         raise UserError(f"{folder} has one class folder ({classes[0]}); a classifier needs at least two: "
                         "add a folder for each other class")
     return classes
@@ -112,7 +112,7 @@ def read_folder(data_cfg, device: torch.device) -> FolderSplits:
                      f"(data.test_fraction {data_cfg.test_fraction}, chosen by a hash of each path, the same "
                      "for every seed) are the test split")
     else:
-        extra = sorted(set(class_folders(test_dir)) - set(classes))
+        extra = sorted(set(class_folders(test_dir, minimum=1)) - set(classes))
         if extra:
             raise UserError(f"{test_dir} has class folders that {train_dir} lacks ({', '.join(extra)}); "
                             "the test classes must be training classes")
@@ -121,6 +121,10 @@ def read_folder(data_cfg, device: torch.device) -> FolderSplits:
     headers, unreadable = _headers([*train, *test])
     train, test = [s for s in train if s[0] in headers], [s for s in test if s[0] in headers]
     _require_every_class(train, classes, train_dir, "training")
+    if not test:
+        raise UserError(f"{test_dir} has no readable image; add test images" if test_dir else
+                        f"none of the {len(train)} images in {root} falls in the test split (data.test_fraction "
+                        f"{data_cfg.test_fraction}); add images, raise data.test_fraction or add test/ and train/")
     shape = _input_shape(data_cfg, [headers[p] for p, _ in train], notes)
     check_fits(len(train) + len(test), shape, root, device)
     train_t, bad = read_pixels(train, shape)
