@@ -60,17 +60,19 @@ def export(checkpoint: Path, fmt: str = "torchscript", out: Path | None = None) 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose torchscript or onnx")
     out = Path(out) if out is not None else Path(checkpoint).with_suffix(FORMATS[fmt])
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name, e.g. {out / ('model' + FORMATS[fmt])}")
     module, meta = normalised_model(checkpoint)
     example = torch.rand(2, *meta["input_shape"])
     data = _torchscript(module, example, meta) if fmt == "torchscript" else _onnx(module, example, meta)
     from mlp.run.checkpoint import atomic_write_bytes
 
-    with writing(out):
-        if out.is_dir():
-            raise UserError(f"--out {out} is a folder; give a file name, e.g. {out / ('model' + FORMATS[fmt])}")
+    try:
         atomic_write_bytes(out, data)
+    except OSError as e:  # the temporary file's name would say less than the file asked for
+        with writing(out):
+            raise OSError(e.errno, e.strerror, str(out)) from None
     return out
-
 
 def _torchscript(module: Normalised, example: torch.Tensor, meta: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
