@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mlp.errors import UserError
+from mlp.errors import UserError, first_line
 
 MAX_SIDE = 64  # the default size's longer side: 64×64×3 = 12,288 inputs is already a wide first layer
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -197,7 +197,7 @@ def _headers(samples) -> tuple[dict[str, tuple[tuple[int, int], str]], dict[str,
             with Image.open(path) as image:
                 headers[path] = (image.size, image.mode)
         except UNREADABLE as e:
-            unreadable[path] = _reason(e)
+            unreadable[path] = first_line(e)
     return headers, unreadable
 
 
@@ -257,7 +257,7 @@ def read_pixels(samples, shape) -> tuple[tuple[torch.Tensor, torch.Tensor], dict
         try:
             images[n] = read_image(Path(path), list(shape))
         except UNREADABLE as e:
-            bad[path] = _reason(e)
+            bad[path] = first_line(e)
             continue
         labels.append(label)
         n += 1
@@ -269,9 +269,3 @@ def _warn_unreadable(bad: dict[str, str], notes: list[str]) -> None:
         shown = ", ".join(f"{p} ({why})" for p, why in list(bad.items())[:NAMED])
         more = f" and {len(bad) - NAMED} more" if len(bad) > NAMED else ""
         notes.append(f"warning: skipped {len(bad)} unreadable image files: {shown}{more}")
-
-
-def _reason(error: Exception) -> str:
-    from mlp.errors import first_line
-
-    return first_line(error)
