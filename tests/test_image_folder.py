@@ -152,3 +152,14 @@ def test_a_set_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypa
     with pytest.raises(UserError, match=r"15 images of 3×16×16 need 57.6 KB as tensors, more than the "
                                         r"10.0 KB free on cpu; set a smaller data.image_size"):
         load_data(_config(root).data, torch.device("cpu"), seed=0)
+
+
+def test_val_size_is_a_count_or_a_fraction_and_a_folder_holds_out_a_tenth():
+    assert load_config(None, ["data.dataset=folder"]).data.val_size == 0.1
+    assert load_config(None, ["data.dataset=folder", "data.val_size=30"]).data.val_size == 30
+    assert load_config(None, ["data.val_size=0.25"]).data.val_size == 0.25
+    assert load_config(None).data.val_size == 5000
+    with pytest.raises(UserError, match="data.val_size: a fraction of the training images must be below 1"):
+        load_config(None, ["data.val_size=1.5"])
+    with pytest.raises(UserError, match=r"data.image_size: give one positive side, or \[height, width\]"):
+        load_config(None, ["data.image_size=[4, 0]"])
