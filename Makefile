@@ -12,10 +12,11 @@ setup: $(VENV)/.installed
 
 # Reinstalled when pyproject.toml changes.  torch comes from PyPI's default build (it runs on CPU too).
 # The postgres extra is the driver the shared-study test needs (it also needs the PostgreSQL server
-# programs, which .ci/run installs; without them that test is skipped).
+# programs, which .ci/run installs; without them that test is skipped).  The export extra: mlp export
+# --format onnx and onnxruntime, which its test runs.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,postgres]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,postgres,export]'
 	touch $@
 
 train: setup

@@ -68,3 +68,29 @@ def write_cifar(root: Path, n_train: int = 1000, n_test: int = 200, num_classes:
 def _pickle(path: Path, obj) -> None:
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=2)
+
+
+# Three classes a small MLP tells apart in a few epochs: the colour and the place of a square.
+FOLDER_CLASSES = {"red": ((220, 40, 40), 0), "green": ((40, 200, 60), 1), "blue": ((50, 60, 230), 2)}
+
+
+def write_image_folder(root: Path, per_class: int = 40, size: int = 16, jpeg_every: int = 8, seed: int = 0,
+                       classes=("red", "green", "blue")) -> Path:
+    """``ROOT/<class>/<n>.png`` (every ``jpeg_every``-th a JPEG): a coloured square on a grey noisy
+    background, at a place that depends on the class too."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for name in classes:
+        colour, place = FOLDER_CLASSES[name]
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            pixels = rng.normal(128, 30, (size, size, 3))
+            half, x0 = size // 2, place * size // 4
+            y0 = int(rng.integers(0, size - half + 1))
+            pixels[y0:y0 + half, x0:x0 + half] = np.array(colour) + rng.normal(0, 20, (half, half, 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+            jpeg = jpeg_every and n % jpeg_every == jpeg_every - 1
+            image.save(root / name / f"{n:03d}.{'jpg' if jpeg else 'png'}", quality=95)
+    return root

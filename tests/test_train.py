@@ -1,5 +1,6 @@
 """Real (small) trainings on the fabricated data, checked through what a user sees."""
 
+import csv
 import json
 
 import pytest
@@ -23,9 +24,12 @@ def _fit(path, overrides=(), run_dir="run"):
 def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
     run = _fit(tiny_config, ["train.epochs=3"])
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(("events", ".lock"))) == \
-        ["checkpoint.pth", "config.yaml", "diagnostics.json", "last.pth", "metrics.json"]
+        ["checkpoint.pth", "config.yaml", "diagnostics.json", "last.pth", "metrics.csv", "metrics.json"]
     metrics = json.loads((run / "metrics.json").read_text())
     history = metrics["epochs"]
+    with open(run / "metrics.csv", newline="") as f:  # the same numbers, one row per epoch
+        rows = list(csv.DictReader(f))
+    assert [{k: float(v) for k, v in row.items()} for row in rows] == history
     assert metrics["status"] == "finished" and len(history) == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
     assert metrics["test"]["accuracy"] > 0.9

@@ -348,3 +348,32 @@ def predict(
         print(f"error: cannot read image {path}: {reason}", file=sys.stderr)
     if unreadable:
         raise typer.Exit(2)
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@command
+def export(
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", show_default=False,
+                                      help="A checkpoint.pth written by mlp train."),
+    fmt: ExportFormat = typer.Option(ExportFormat.torchscript, "--format", "-f", metavar="FORMAT",
+                                     help="torchscript (torch.jit.load) or onnx (onnxruntime; pip install -e '.[export]')."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
+                                       help="The file to write (default: beside the checkpoint, .pt or .onnx)."),
+) -> None:
+    """Write a model as TorchScript or ONNX, to run without mlp.
+
+    The file takes float images (N, C, H, W) in [0, 1], normalises them itself and returns one
+    logit per class; the class names are inside it (docs/python.md shows how to read them).
+
+    \b
+    Examples:
+      mlp export runs/mnist-20260101-120000/checkpoint.pth
+      mlp export runs/mnist-20260101-120000/checkpoint.pth --format onnx --out mnist.onnx
+    """
+    from mlp.commands.export import export as write_export
+
+    typer.echo(f"wrote {write_export(checkpoint, fmt.value, out)}")

@@ -60,18 +60,45 @@ def activation_label(spec: str | dict[str, Any] | None) -> str | None:
 
 
 class DataConfig(_Section):
-    dataset: str = "mnist"
-    root: str = "data"  # the environment variable MLP_DATA_ROOT overrides this
+    dataset: str = "mnist"  # or folder: the images under data.root, one sub-folder per class
+    root: str = "data"  # the environment variable MLP_DATA_ROOT overrides this (not for folder)
     download: bool = True  # try torchvision's download when the files are missing
-    val_size: Int = Field(5000, ge=0)  # images held out of the training split, seeded
-    augment: bool = False  # batched on the device: crop+flip (CIFAR), small shifts (MNIST-likes)
+    # images held out of the training split, seeded: a number, or a fraction below 1 (folder: 0.1)
+    val_size: Int | Float = Field(5000, ge=0)
+    augment: bool = False  # batched on the device: crop+flip (CIFAR), small shifts (MNIST-likes, folder)
+    # folder only: the size images are resized to (one side, or [H, W]; default: from the images),
+    # grey (1) or RGB (3) (default: 1 when every image is grey), and the test share without DIR/test
+    image_size: Int | list[Int] | None = None
+    channels: Literal[1, 3] | None = None
+    test_fraction: Float = Field(0.2, gt=0.0, lt=1.0)
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
         from mlp.data import DATASETS
 
-        return _choice("dataset", v, DATASETS)
+        return _choice("dataset", v, [*DATASETS, "folder"])
+
+    @field_validator("val_size")
+    @classmethod
+    def _count_or_fraction(cls, v):
+        if isinstance(v, float) and v >= 1:
+            raise ValueError("a fraction of the training images must be below 1; give a count as a whole number")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v):
+        sides = [v] if isinstance(v, int) else v
+        if sides is not None and (len(sides) not in (1, 2) or any(s < 1 for s in sides)):
+            raise ValueError("give one positive side, or [height, width]")
+        return sides[0] if isinstance(sides, list) and len(sides) == 1 else v
+
+    @model_validator(mode="after")
+    def _folder_validation_share(self):
+        if self.dataset == "folder" and "val_size" not in self.model_fields_set:
+            object.__setattr__(self, "val_size", 0.1)  # a folder is often a few hundred images, not 60,000
+        return self
 
 
 class ModelConfig(_Section):

@@ -16,7 +16,7 @@ import errno
 import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +263,7 @@ class Data:
     input_shape: tuple[int, int, int]
     mean: list[float]
     std: list[float]
+    notes: list[str] = field(default_factory=list)  # what reading a folder chose or skipped (mlp.image_folder)
 
 
 def to_unit(images_u8: torch.Tensor, device) -> torch.Tensor:
@@ -291,16 +292,26 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
     The validation images are a seeded random ``val_size`` of the training split; the
     normalisation statistics are those of the remaining training images.
     """
-    name = data_cfg.dataset
-    root = resolve_root(data_cfg.root)
-    ensure_files(name, root, data_cfg.download)
-    images, labels, classes = read_split(name, root, train=True)
-    if data_cfg.val_size >= len(labels):
+    name, notes = data_cfg.dataset, []
+    if name == "folder":  # the images under data.root (mlp.image_folder)
+        from mlp.image_folder import read_folder
+
+        folder = read_folder(data_cfg, device)
+        (images, labels), (test_images, test_labels) = folder.train, folder.test
+        classes, input_shape, notes, name = folder.classes, folder.input_shape, folder.notes, str(data_cfg.root)
+    else:
+        root = resolve_root(data_cfg.root)
+        ensure_files(name, root, data_cfg.download)
+        images, labels, classes = read_split(name, root, train=True)
+        test_images, test_labels, _ = read_split(name, root, train=False)
+        input_shape = DATASETS[name].input_shape
+    n_val = val_count(data_cfg.val_size, len(labels))
+    if n_val >= len(labels):
         raise UserError(
             f"data.val_size is {data_cfg.val_size} but '{name}' has only {len(labels)} training images; "
             "choose a smaller data.val_size"
         )
-    val_idx, train_idx = split_indices(len(labels), data_cfg.val_size, seed)
+    val_idx, train_idx = split_indices(len(labels), n_val, seed)
     train_pixels = to_unit(images[train_idx], device)  # the one float copy: statistics, then normalised
     mean, std = channel_stats(train_pixels)
 
@@ -308,10 +319,19 @@ def load_data(data_cfg, device: torch.device, seed: int, splits=("train", "test"
         return Split(normalise(imgs, mean, std, device), labs.to(device))
 
     train = Split(standardise_(train_pixels, mean, std), labels[train_idx].to(device))
-    val = split(images[val_idx], labels[val_idx]) if data_cfg.val_size else None
-    test_images, test_labels, _ = read_split(name, root, train=False)
-    return Data(name, train, val, split(test_images, test_labels), classes,
-                DATASETS[name].input_shape, mean, std)
+    val = split(images[val_idx], labels[val_idx]) if n_val else None
+    return Data(name, train, val, split(test_images, test_labels), classes, input_shape, mean, std, notes)
+
+
+def val_count(val_size: int | float, n: int) -> int:
+    """``data.val_size`` as a number of images: a count, or a fraction of the ``n`` training images
+    (at least one when the fraction is not 0)."""
+    return val_size if isinstance(val_size, int) else max(1, round(val_size * n)) if val_size else 0
+
+
+def augment_kind(dataset: str) -> str:
+    """The augmentation ``data.augment`` turns on: a data set's own, small shifts for a folder."""
+    return DATASETS[dataset].augment if dataset in DATASETS else "shift"
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,16 +340,20 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return order[:val_size], order[val_size:]
 
 
-def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: int,
-                    mean, std, device: torch.device) -> Split:
+def load_eval_split(dataset: str, root: Path, split: str, seed: int, val_size: int | float,
+                    mean, std, device: torch.device, read=None) -> Split:
     """One split for evaluation, normalised with the statistics stored in a checkpoint.
 
-    ``train`` and ``val`` are the same seeded partition the run trained with.
+    ``train`` and ``val`` are the same seeded partition the run trained with.  ``read(split)``,
+    when given, returns the uint8 images and labels (a folder's, see mlp.image_folder).
     """
-    ensure_files(dataset, root, download=False, for_eval=True)
-    images, labels, _ = read_split(dataset, root, train=split != "test")
+    if read is not None:
+        images, labels = read(split)
+    else:
+        ensure_files(dataset, root, download=False, for_eval=True)
+        images, labels, _ = read_split(dataset, root, train=split != "test")
     if split != "test":
-        val_idx, train_idx = split_indices(len(labels), val_size, seed)
+        val_idx, train_idx = split_indices(len(labels), val_count(val_size, len(labels)), seed)
         idx = val_idx if split == "val" else train_idx
         images, labels = images[idx], labels[idx]
     return Split(normalise(images, mean, std, device), labels.to(device))

@@ -86,8 +86,12 @@ def _before_after_figures(images: torch.Tensor, after: dict[str, torch.Tensor], 
 def _sample_images(dataset: str) -> torch.Tensor:
     """The first test images of ``dataset``, normalised with the split's own mean and std."""
     from mlp.config import DataConfig
-    from mlp.data import channel_stats, ensure_files, normalise, read_split, resolve_root, to_unit
+    from mlp.data import DATASETS, channel_stats, ensure_files, normalise, read_split, resolve_root, to_unit
+    from mlp.errors import UserError
 
+    if dataset not in DATASETS:
+        raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)} (a folder of images is a "
+                        "training data set, data.dataset: folder in a config)")
     cfg = DataConfig(dataset=dataset)
     root = resolve_root(cfg.root)
     ensure_files(dataset, root, cfg.download)

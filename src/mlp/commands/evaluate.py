@@ -106,17 +106,24 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
 
     ckpt, cfg, model = load_model(path, config, data_root)
     dev = pick_device(device or "auto", "--device")  # where it trained does not matter here
-    root = Path(data_root).expanduser() if data_root else resolve_root(cfg.data.root)
+    folder = cfg.data.dataset == "folder"  # data.root is the folder itself, which MLP_DATA_ROOT does not replace
+    root = Path(data_root).expanduser() if data_root else Path(cfg.data.root).expanduser() if folder else \
+        resolve_root(cfg.data.root)
     if split == "val" and cfg.data.val_size == 0:
         from mlp.errors import UserError
 
         raise UserError(f"{path} was trained with data.val_size 0: there is no validation split; use --split test")
-    norm = ckpt["normalization"]
+    norm, read = ckpt["normalization"], None
+    if folder:
+        from mlp.image_folder import read_eval_split
+
+        def read(name):
+            return read_eval_split(cfg.data, root, ckpt["classes"], tuple(ckpt["input_shape"]), name)
     data = load_eval_split(cfg.data.dataset, root, split, cfg.seed, cfg.data.val_size,
-                           norm["mean"], norm["std"], dev)
+                           norm["mean"], norm["std"], dev, read)
     model.to(dev)
     result = evaluate(model, data, len(ckpt["classes"]), batch_size or cfg.train.eval_batch_size)
-    shown = {"checkpoint": str(path), "dataset": cfg.data.dataset, "split": split, "classes": ckpt["classes"]}
+    shown = {"checkpoint": str(path), "dataset": str(root) if folder else cfg.data.dataset, "split": split, "classes": ckpt["classes"]}
     if ckpt.get("kind") == "imported":  # a bare state dict: say which normalisation was assumed
         shown["normalization"] = norm
     return {**shown, **result}

@@ -33,6 +33,9 @@ def adopt_state_dict(state: dict[str, torch.Tensor], path: Path, config_path: Pa
 
     cfg = load_config(config_path)
     name = cfg.data.dataset
+    if name not in DATASETS:
+        raise UserError(f"{config_path}: a bare state dict can be read with a config of {', '.join(DATASETS)}; "
+                        f"for data.dataset {name}, train the model with mlp, whose checkpoint carries its classes")
     root = Path(data_root).expanduser() if data_root else resolve_root(cfg.data.root)
     ensure_files(name, root, download=False, for_eval=True)
     images, _, classes = read_split(name, root, train=True)

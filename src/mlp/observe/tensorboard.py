@@ -183,7 +183,9 @@ class RunLogger:
         """Once, when a run begins: hyperparameters, layout, the model graph, a grid of input images."""
         from mlp.data import resolve_root
 
-        data = {**config.get("data", {}), "root": str(resolve_root(config["data"]["root"]).resolve())}
+        root = Path(config["data"]["root"]) if config["data"].get("dataset") == "folder" else \
+            resolve_root(config["data"]["root"])  # MLP_DATA_ROOT does not replace a folder's root
+        data = {**config.get("data", {}), "root": str(root.expanduser().resolve())}
         for summary in hparam_summaries(hparam_values({**config, "data": data})):
             self.writer.file_writer.add_summary(summary)
         self.writer.file_writer.add_summary(custom_scalars(scalars_layout(config["model"]["depth"])))

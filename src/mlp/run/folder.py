@@ -6,6 +6,7 @@ runs/<name>-<time>/
   last.pth               the latest state: everything needed to resume exactly
   checkpoint.pth         the best epoch on validation accuracy
   metrics.json           status, per-epoch history, best epoch, final test metrics
+  metrics.csv            the same per-epoch history, one row per epoch (spreadsheets, pandas)
   diagnostics.json       per-layer measurements (mlp.observe.diagnostics writes it through write_json)
   events.out.tfevents.*  TensorBoard (mlp.observe.tensorboard.RunLogger writes those)
   .lock                  held by the one process that writes the run
@@ -22,7 +23,9 @@ and what a reader may rely on after a crash, is stated in docs/run-folder.md.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import re
 import socket
@@ -38,9 +41,10 @@ from mlp.run.checkpoint import checkpoint_bytes, json_bytes
 from mlp.run.durable import commit, previous_name
 from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, RunDamaged, RunRecord
 
-RUN_FILES = (CONFIG, METRICS, BEST, LAST, "diagnostics.json")
+METRICS_CSV = "metrics.csv"  # the same per-epoch history as metrics.json, for spreadsheets
+RUN_FILES = (CONFIG, METRICS, METRICS_CSV, BEST, LAST, "diagnostics.json")
 LOCK_FILE = LOCK
-COMMIT_ORDER = (BEST, METRICS, LAST)  # an epoch's files are renamed in this order: last.pth makes them current
+COMMIT_ORDER = (BEST, METRICS, METRICS_CSV, LAST)  # an epoch's files are renamed in this order: last.pth makes them current
 KEPT = (BEST, METRICS)  # kept as .<name>.previous until the set is complete, to roll a cut-short set back
 # what mlp leaves behind when a write is cut short (today's names and the older mkstemp ones)
 _LEFTOVER = re.compile(r"\.(%s)\.[A-Za-z0-9_]{8}\.tmp" % "|".join(map(re.escape, RUN_FILES)))
@@ -200,12 +204,13 @@ class RunFolder:
         self._write({CONFIG: text.encode()})
 
     def save(self, *, last: dict | None = None, best: dict | None = None, metrics: dict | None = None) -> None:
-        """Any of checkpoint.pth, metrics.json and last.pth, all or none, renamed in that order."""
+        """Any of checkpoint.pth, metrics.json (with metrics.csv) and last.pth, all or none, renamed in that order."""
         blobs = {}
         if best is not None:
             blobs[BEST] = checkpoint_bytes(best)
         if metrics is not None:
             blobs[METRICS] = json_bytes({**self.facts, **metrics})
+            blobs[METRICS_CSV] = csv_bytes(metrics["epochs"])
         if last is not None:
             blobs[LAST] = checkpoint_bytes(last)
         self._write(blobs, epoch=last["epoch"] if last is not None else None)
@@ -246,6 +251,15 @@ class RunFolder:
 
 def metrics_record(status: str, history: list[dict], best: dict, test: dict | None = None) -> dict[str, Any]:
     return {"status": status, "epochs": history, "best": best, **({"test": test} if test is not None else {})}
+
+
+def csv_bytes(rows: list[dict]) -> bytes:
+    """metrics.csv: one row per epoch, a column per key (in the order they first appear)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def _made(path: Path, exist_ok: bool = False) -> bool:

@@ -7,6 +7,7 @@ validation and the epoch's files; ``checkpoint`` is what last.pth and checkpoint
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -15,12 +16,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from mlp import __version__
 from mlp.training import distributed
 from mlp.config import Config, activation_label
-from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
+from mlp.data import augment, augment_kind, batches_per_epoch, epoch_batches, load_data
 from mlp.device import pick_device, resolve_precision
 from mlp.observe.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, UserError, first_line
@@ -65,7 +66,7 @@ class Trainer:
         self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
         # augmentation pads with a black pixel, normalised
         self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
-        self.augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
+        self.augment_kind = augment_kind(cfg.data.dataset) if cfg.data.augment else None
         self.logger: RunLogger | None = None
         self.diagnostics: LayerDiagnostics | None = None
 
@@ -138,6 +139,8 @@ class Trainer:
             print(f"data     {data.name}: {len(data.train)} train / {len(data.val) if data.val else 0} val / "
                   f"{len(data.test)} test images on {self.device}"
                   + (f", {self.world_size} processes" if self.world_size > 1 else ""))
+            for note in data.notes:  # what reading an image folder chose and skipped
+                print(note, file=sys.stderr if note.startswith("warning:") else sys.stdout)
             if cfg.train.precision == "auto" or self.precision != "fp32":
                 print(f"precision {self.precision} ({self.precision_reason})")
         # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
