@@ -25,7 +25,8 @@ def calls(monkeypatch):
     fsync, replace = os.fsync, os.replace
 
     def spy_fsync(fd):
-        seen.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        info = os.fstat(fd)  # a file's size says whether its data reached the system before the fsync
+        seen.append("folder" if stat.S_ISDIR(info.st_mode) else f"file of {info.st_size} bytes")
         return fsync(fd)
 
     def spy_replace(src, dst, *args, **kwargs):
@@ -42,7 +43,8 @@ def test_every_file_is_fsynced_before_the_first_rename_and_the_folder_after_the_
     assert (tmp_path / "a.pth").read_bytes() == b"a" * 100 and (tmp_path / "b.json").read_bytes() == b"{}"
     first_rename, last_rename = calls.index("rename"), len(calls) - 1 - calls[::-1].index("rename")
     assert calls.count("rename") == 2
-    assert calls[:first_rename].count("file") >= 2  # both files' data on the disk before either replaces
+    # both files' data, whole, on the disk before either replaces the old one
+    assert {"file of 100 bytes", "file of 2 bytes"} <= set(calls[:first_rename])
     assert "folder" in calls[last_rename:]  # the renames themselves made durable
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -22,8 +22,10 @@ class Lookup(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(()))  # a parameter, so the model has a device
+        self.modes = set()  # whether it was in training mode, at each call
 
     def forward(self, x):
+        self.modes.add(self.training)
         index = x.flatten(1)[:, 0].long()
         logits = torch.full((len(x), 3), math.log(0.15))
         logits[torch.arange(len(x)), torch.tensor(PREDICTED)[index]] = math.log(0.7)
@@ -54,11 +56,13 @@ def test_a_class_absent_from_the_split_has_accuracy_zero_not_nan():
     assert result["per_class_accuracy"][2] == 0.0 and result["total"] == 7
 
 
-def test_evaluation_leaves_the_model_in_the_mode_it_was_in():
+def test_evaluation_runs_in_eval_mode_and_leaves_the_model_in_the_mode_it_was_in():
     model = Lookup()
     model.train()
     evaluate(model, _split(), 3)
-    assert model.training
+    assert model.training and model.modes == {False}  # measured in eval mode (dropout off), then put back
+    misclassified(model, _split(), limit=3)
+    assert model.training and model.modes == {False}
     model.eval()
     evaluate(model, _split(), 3)
     assert not model.training

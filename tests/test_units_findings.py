@@ -65,9 +65,9 @@ def test_the_adam_sentence_comes_only_when_the_first_layer_moved_anyway(optimize
 
 
 def test_inactive_units_are_reported_from_five_percent():
-    said = _said({"relu": _run(inactive=[0.0, 0.3, 0.1]), "tanh": _run(inactive=[0.06, 0.0, 0.0]),
-                  "gelu": _run(inactive=[0.01, 0.0, 0.0])})
-    assert ("at their largest: relu: 30% of layer 2's units dead; tanh: 6% of layer 1's units saturated. "
+    said = _said({"relu": _run(inactive=[0.0, 0.3, 0.1]), "tanh": _run(inactive=[0.05, 0.0, 0.0]),
+                  "gelu": _run(inactive=[0.01, 0.0, 0.049])})
+    assert ("at their largest: relu: 30% of layer 2's units dead; tanh: 5% of layer 1's units saturated. "
             "The others stay below 5% (gelu).") in said
     calm = _said({"relu": _run(inactive=[0.0, 0.04, 0.0]), "tanh": _run(inactive=[0.02, 0.0, 0.0])})
     assert "No activation had more than 4.0% of any layer's units inactive at a measured step." in calm

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import write_config
 from mlp.config import load_config
+from mlp.data import normalise
 from mlp.errors import Diverged
 from mlp.training.loop import Trainer, check_finite
 from mlp.training.optim import build_optimizer, build_scheduler
@@ -102,6 +103,12 @@ def test_under_ddp_each_rank_weighs_its_mean_loss_by_its_share_of_the_global_bat
     with torch.no_grad():
         for mine, theirs in zip(trainer.model.parameters(), reference.parameters()):
             assert torch.allclose(mine, theirs - theirs.grad, atol=1e-6)
+
+
+def test_augmentation_pads_with_a_black_pixel_as_normalised(tmp_path):
+    trainer = _trainer(tmp_path, data={"dataset": "cifar10", "val_size": 100, "augment": True})
+    black = normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), trainer.data.mean, trainer.data.std, "cpu")
+    assert torch.allclose(trainer.pad_value, black.flatten()) and trainer.augment_kind == "crop_flip"
 
 
 def _model():

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import optuna
 
 import mlp.comparison.plan
-import mlp.sweep.runner
 from mlp.comparison.plan import Planned, train_all
 from mlp.sweep.runner import Plan, Worker, leaderboard
 
@@ -76,16 +75,21 @@ def test_a_sweep_trial_gets_its_share_of_the_cores(tmp_path, monkeypatch):
 
 def test_the_leaderboard_breaks_a_validation_tie_by_test_accuracy(tmp_path):
     def trial(number, lr, val, test):
-        t = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, params={"optimizer.lr": lr},
+        done = val is not None  # else a trial that failed before its first epoch
+        t = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.FAIL,
+                                      params={"optimizer.lr": lr},
                                       distributions={"optimizer.lr": optuna.distributions.FloatDistribution(0, 1)},
-                                      value=val, user_attrs={"best_val_acc": val, "test_acc": test})
+                                      value=val, user_attrs={"best_val_acc": val, "test_acc": test} if done else {})
         t.number = number
         return t
 
-    trials = [trial(0, 0.1, 0.80, 0.70), trial(1, 0.2, 0.90, 0.81), trial(2, 0.3, 0.90, 0.85),
-              trial(3, 0.4, 0.95, 0.60), trial(4, 0.5, 0.80, 0.70)]
+    trials = [trial(0, 0.1, 0.80, 0.70), trial(1, 0.2, 0.90, 0.81), trial(5, 0.6, None, None),
+              trial(2, 0.3, 0.90, 0.85), trial(3, 0.4, 0.95, 0.60), trial(4, 0.5, 0.80, 0.70)]
     space = SimpleNamespace(kind="search", keys=["optimizer.lr"])
     plan = Plan(config=tmp_path / "c.yaml", sets=[], space=space, budget=5, sweep_dir=tmp_path, base_yaml="")
     rows = leaderboard(plan, SimpleNamespace(trials=lambda: trials, me={}))
-    # best validation first; a tie goes to the better test accuracy, a full tie keeps the study's order
-    assert [row["trial"] for row in rows] == ["trial-003", "trial-002", "trial-001", "trial-000", "trial-004"]
+    # best validation first; a tie goes to the better test accuracy, a full tie keeps the study's order;
+    # a trial without a result comes last
+    assert [row["trial"] for row in rows] == ["trial-003", "trial-002", "trial-001", "trial-000", "trial-004",
+                                              "trial-005"]
+    assert rows[-1]["status"] == "failed" and rows[-1]["best_val_acc"] is None
