@@ -13,7 +13,8 @@ import torch
 import mlp.training.loop
 from mlp.commands.evaluate import evaluate_checkpoint
 from mlp.config import load_config
-from mlp.run.checkpoint import atomic_write_many, load_checkpoint
+from mlp.errors import UserError
+from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, load_checkpoint
 from mlp.run.folder import RunFolder
 from mlp.training.loop import fit
 
@@ -117,3 +118,42 @@ def test_checkpoint_pth_holds_the_best_epoch_not_a_tie_or_a_later_worse_one(tiny
     # the test accuracy reported is that of the weights checkpoint.pth holds
     measured = evaluate_checkpoint(run / "checkpoint.pth", device="cpu")
     assert measured["accuracy"] == metrics["test"]["accuracy"] == best["test"]["accuracy"]
+
+
+class NotPlainData:
+    """A class a checkpoint must never make the loader import and build."""
+
+
+def _payload():
+    return {"config": {}, "model_state": {"w": torch.ones(1000)}, "classes": ["a"], "input_shape": [1, 1, 1],
+            "normalization": {"mean": [0.0], "std": [1.0]}}
+
+
+def test_a_checkpoint_with_a_flipped_byte_in_its_weights_is_refused(tmp_path):
+    data = bytearray(checkpoint_bytes(_payload()))
+    at = data.find(b"\x00\x00\x80\x3f" * 4)  # inside the weights: 1.0 as float32, again and again
+    assert at > 0
+    data[at + 2] ^= 0x01
+    (tmp_path / "flipped.pth").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="fails its checksum"):
+        load_checkpoint(tmp_path / "flipped.pth")
+    (tmp_path / "good.pth").write_bytes(checkpoint_bytes(_payload()))
+    assert torch.equal(load_checkpoint(tmp_path / "good.pth")["model_state"]["w"], torch.ones(1000))
+
+
+def test_a_checkpoint_holding_a_python_object_is_refused_unbuilt(tmp_path):
+    torch.save({**_payload(), "format_version": 2, "extra": NotPlainData()}, tmp_path / "object.pth")
+    with pytest.raises(UserError, match="refusing to load .* pickled Python objects"):
+        load_checkpoint(tmp_path / "object.pth")
+
+
+def test_a_checkpoint_of_a_newer_format_or_missing_a_part_is_refused(tmp_path):
+    (tmp_path / "newer.pth").write_bytes(checkpoint_bytes({**_payload(), "format_version": 3}))
+    with pytest.raises(UserError, match="newer mlp .*format 3; this one reads up to 2"):
+        load_checkpoint(tmp_path / "newer.pth")
+    (tmp_path / "same.pth").write_bytes(checkpoint_bytes(_payload()))  # this mlp's own format loads
+    assert load_checkpoint(tmp_path / "same.pth")["format_version"] == 2
+    partial = {k: v for k, v in _payload().items() if k != "classes"}
+    (tmp_path / "partial.pth").write_bytes(checkpoint_bytes(partial))
+    with pytest.raises(UserError, match="missing classes"):
+        load_checkpoint(tmp_path / "partial.pth")

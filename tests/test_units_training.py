@@ -178,6 +178,14 @@ def test_the_divergence_guard_names_the_first_bad_step():
     assert "the loss is nan at step 1;" in str(first.value)
 
 
+def test_losses_left_at_an_epochs_end_are_checked_with_their_own_steps(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.state.step = 12  # the pending losses are those of steps 10, 11 and 12
+    trainer.state.pending = [torch.tensor(0.3), torch.tensor(math.nan), torch.tensor(0.2)]
+    with pytest.raises(Diverged, match="the loss is nan at step 11;"):
+        trainer.check_unlogged_losses()
+
+
 def test_the_pending_losses_start_at_the_step_after_the_last_logged_one():
     state = TrainingState(RandomStreams(0, 0, torch.device("cpu")))
     state.step, state.pending = 12, [torch.tensor(1.0), torch.tensor(2.0)]
