@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from conftest import write_config
 from mlp.config import load_config
 from mlp.data import normalise
-from mlp.errors import Diverged
+from mlp.errors import Diverged, UserError
+from mlp.training.distributed import check_batches_split
 from mlp.training.loop import Trainer, check_finite
 from mlp.training.optim import build_optimizer, build_scheduler
 from mlp.training.state import RandomStreams, TrainingState
@@ -95,11 +96,11 @@ def test_under_ddp_each_rank_weighs_its_mean_loss_by_its_share_of_the_global_bat
     global_batch = n - last * batch_size
     assert 0 < global_batch < batch_size
     reference = copy.deepcopy(trainer.model)
-    trainer.world_size, trainer.state.batch = 2, last
-    idx = torch.arange(0, 20)  # this rank's half of it
+    trainer.world_size, trainer.state.batch = 3, last
+    idx = torch.arange(0, 14)  # rank 0's share of the 40 over three ranks: 14, 13 and 13 images
     trainer.train_step(idx)
     x, y = trainer.data.train.images[idx], trainer.data.train.labels[idx]
-    (F.cross_entropy(reference(x), y, reduction="sum") * 2 / global_batch).backward()
+    (F.cross_entropy(reference(x), y, reduction="sum") * 3 / global_batch).backward()
     with torch.no_grad():
         for mine, theirs in zip(trainer.model.parameters(), reference.parameters()):
             assert torch.allclose(mine, theirs - theirs.grad, atol=1e-6)
@@ -191,3 +192,17 @@ def test_the_pending_losses_start_at_the_step_after_the_last_logged_one():
     state.step, state.pending = 12, [torch.tensor(1.0), torch.tensor(2.0)]
     window, first = state.take_pending()
     assert first == 11 and window.tolist() == [1.0, 2.0] and state.pending == []
+
+
+def test_every_rank_must_get_images_of_every_global_batch():
+    check_batches_split(964, 64, 4)  # the last batch holds 4 images: one per rank
+    check_batches_split(1000, 4, 4)  # a global batch of one image per rank
+    check_batches_split(968, 64, 4, per_rank=2)  # batch norm: two per rank
+    with pytest.raises(UserError, match="last batch of each epoch holds 3 of the 963"):
+        check_batches_split(963, 64, 4)
+    with pytest.raises(UserError, match="set train.batch_size to at least 4"):
+        check_batches_split(1000, 3, 4)
+    with pytest.raises(UserError, match="holds 4 of the 964 .* too few for 4 processes with batch norm"):
+        check_batches_split(964, 64, 4, per_rank=2)
+    with pytest.raises(UserError, match="at least 8"):
+        check_batches_split(1000, 6, 4, per_rank=2)
