@@ -16,7 +16,7 @@ from mlp.errors import Diverged, UserError
 from mlp.training.distributed import check_batches_split
 from mlp.training.loop import Trainer, check_finite
 from mlp.training.optim import build_optimizer, build_scheduler
-from mlp.training.state import RandomStreams, TrainingState
+from mlp.training.state import EpochTotals, RandomStreams, TrainingState
 
 
 def _trainer(tmp_path, **sections) -> Trainer:
@@ -206,3 +206,15 @@ def test_every_rank_must_get_images_of_every_global_batch():
         check_batches_split(964, 64, 4, per_rank=2)
     with pytest.raises(UserError, match="at least 8"):
         check_batches_split(1000, 6, 4, per_rank=2)
+
+
+def test_finishing_an_epoch_records_it_and_starts_the_next_from_zero():
+    state = TrainingState(RandomStreams(0, 0, torch.device("cpu")))
+    state.batch, state.carried = 16, EpochTotals(loss_sum=9.5, correct=30, seen=40, time=2.0)  # a resumed epoch
+    torch.randperm(10, generator=state.streams.data)  # the epoch's order drawn
+    state.finish_epoch({"epoch": 1, "val_accuracy": 0.5, "val_loss": 1.2}, improved=True)
+    assert (state.epoch, state.batch, state.carried) == (1, 0, EpochTotals())
+    assert state.best == {"epoch": 1, "val_accuracy": 0.5, "val_loss": 1.2}
+    assert torch.equal(state.streams.data_epoch_start, state.streams.data.get_state())  # the next order's start
+    state.finish_epoch({"epoch": 2, "val_accuracy": 0.4, "val_loss": 1.5}, improved=False)
+    assert state.best["epoch"] == 1 and [r["epoch"] for r in state.history] == [1, 2] and state.epoch == 2
