@@ -164,6 +164,10 @@ def test_the_schedules_give_the_rates_they_promise(tmp_path):
     assert step == pytest.approx([0.1] * 4 + [0.05] * 4 + [0.025] * 4)
     cosine = _rates(_cfg(tmp_path, optimizer={"name": "sgd", "lr": 0.1}, scheduler={"name": "cosine", "min_lr": 0.01}), 4)
     assert cosine[0] == 0.1 and cosine[4] == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi / 2)) / 2)
+    # after a warm-up, the cosine spans the remaining steps: 4 of the 8, from lr down towards 0
+    warm_cosine = _rates(_cfg(tmp_path, optimizer={"name": "sgd", "lr": 0.1},
+                              scheduler={"name": "cosine", "warmup_epochs": 1.0}), 4)
+    assert warm_cosine[4:] == pytest.approx([0.1 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)])
     one = _rates(_cfg(tmp_path, optimizer={"name": "sgd", "lr": 0.1}, scheduler={"name": "onecycle", "max_lr": 0.4,
                                                                                   "pct_start": 0.5}), 4)
     assert max(one) == pytest.approx(0.4) and one.index(max(one)) in (3, 4)
