@@ -3,7 +3,7 @@ range in both directions (and its own mirror for crop_flip), from the generator 
 
 import torch
 
-from mlp.data import augment
+from mlp.data import augment, batches_per_epoch, epoch_batches
 
 
 def _marked(b, c, h, w, row, col):
@@ -49,3 +49,15 @@ def test_crop_flip_shifts_up_to_four_pixels_and_mirrors_about_half():
     assert set((cols[flipped] - 21).tolist()) == set(range(-4, 5))
     assert 0.4 < flipped.float().mean().item() < 0.6
     assert torch.equal(out[:, 0], out[:, 2])  # every channel of an image moves together
+
+
+def test_a_last_batch_joins_the_one_before_only_when_smaller_than_the_least_allowed():
+    def sizes(n, min_last):
+        batches = epoch_batches(n, 64, torch.Generator().manual_seed(0), torch.device("cpu"), min_last=min_last)
+        assert len(batches) == batches_per_epoch(n, 64, min_last)
+        return [len(b) for b in batches]
+
+    assert sizes(130, 2) == [64, 64, 2]  # two images: enough for batch norm
+    assert sizes(129, 2) == [64, 65]  # one: it joins the batch before
+    assert sizes(129, 1) == [64, 64, 1]
+    assert sizes(1, 2) == [1]  # nothing to join

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mlp.config import ModelConfig
 from mlp.model import build_model
-from mlp.observe.diagnostics import LayerDiagnostics
+from mlp.observe.diagnostics import LayerDiagnostics, LayerStats
 
 
 class Silent:
@@ -37,3 +37,19 @@ def test_the_signal_is_unscaled_by_the_loss_scale_of_its_step():
     scaled = _signal_of_one_step(copy.deepcopy(model), x, y, 1024.0, lambda: 1024.0)
     assert len(plain) == 2 and all(s > 0 for s in plain)
     assert all(abs(a - b) <= 1e-6 * a for a, b in zip(plain, scaled)), (plain, scaled)
+
+
+def test_a_relu_unit_whose_input_is_exactly_zero_is_inactive():
+    """ReLU passes back nothing at 0 (torch's derivative there is 0): such a unit is dead."""
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(width=4), (1, 2, 2), 2).hidden0
+    with torch.no_grad():
+        block.linear.weight[:2] = 0.0  # units 0 and 1 always get exactly 0
+        block.linear.bias.zero_()
+        block.linear.weight[2:] = 1.0  # units 2 and 3 get the (positive) sum of the pixels
+    stats = LayerStats(block)
+    handle = block.activation.register_forward_hook(stats.on_forward)
+    block.train()
+    block(torch.rand(8, 4) + 0.1)
+    handle.remove()
+    assert stats.inactive_fraction().item() == 0.5
