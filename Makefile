@@ -6,7 +6,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 BIN    := $(VENV)/bin
 
-.PHONY: setup train test test-fast test-slow clean
+.PHONY: setup train test test-fast test-slow mutate clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test-fast: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Mutation testing (docs/testing.md): MUTATE_ARGS="--only report" for one module's mutations.
+mutate: setup
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -53,7 +53,9 @@ def _weights(path):
 
 @pytest.mark.parametrize("stop_step,signum", [(7, signal.SIGINT), (19, signal.SIGTERM), (40, signal.SIGINT)])
 def test_interrupted_and_resumed_run_ends_bit_identical(tiny_config, monkeypatch, stop_step, signum):
-    # 1000 training images / 50 = 20 steps an epoch: step 7 and 40 are mid-epoch, 19 is the last of epoch 1
+    # 1000 training images / 50 = 20 steps an epoch (steps 1-20 are epoch 1): the stop at step 7 is early in
+    # epoch 1, at 19 one step before its end (the resume trains a single step of it), and at 40 the last
+    # step of epoch 2 (that epoch ends and is written before the stop takes effect)
     straight = fit(load_config(tiny_config, EXACT), "straight", progress=False)
 
     with monkeypatch.context() as m:

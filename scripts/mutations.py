@@ -1,0 +1,250 @@
+"""The mutations scripts/mutate.py makes, and the tests that must catch them.
+
+A mutation is a file (under src/mlp), a snippet that occurs in it exactly once, its replacement,
+and what it breaks in words.  When the code moves and a snippet is gone, mutate.py reports the
+mutation as stale: rewrite it against the new code rather than deleting it.  ``tests`` (pytest
+arguments) overrides the file's selection in ``TESTS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    file: str
+    old: str
+    new: str
+    what: str
+    tests: tuple[str, ...] = ()
+
+
+UNITS = "tests/test_units_"
+BEST = f"{UNITS}checkpoint.py::test_checkpoint_pth_holds_the_best_epoch_not_a_tie_or_a_later_worse_one"
+EPOCH_TOTALS = "tests/test_train.py::test_epoch_train_loss_and_accuracy_count_every_sample_once"
+
+# The tests each file's mutations run: few and quick, so that the whole run fits in about half an hour.
+TESTS: dict[str, list[str]] = {
+    "mlp/training/loop.py": [f"{UNITS}training.py", BEST, EPOCH_TOTALS],
+    "mlp/training/state.py": [f"{UNITS}training.py", BEST, EPOCH_TOTALS],
+    "mlp/training/optim.py": [f"{UNITS}training.py"],
+    "mlp/training/distributed.py": [f"{UNITS}training.py::test_every_rank_must_get_images_of_every_global_batch",
+                                    "tests/test_distributed.py::test_batches_that_split_are_accepted",
+                                    "tests/test_distributed.py::test_a_world_size_the_batches_cannot_be_split_over_is_refused"],
+    "mlp/run/checkpoint.py": [f"{UNITS}checkpoint.py"],
+    "mlp/run/folder.py": [f"{UNITS}checkpoint.py"],
+    "mlp/commands/evaluate.py": [f"{UNITS}evaluate.py"],
+    "mlp/data.py": [f"{UNITS}augment.py", "tests/test_data.py::test_epoch_batches_cover_every_index_once_and_follow_the_seed",
+                    "tests/test_data.py::test_validation_split_is_seeded_and_disjoint"],
+    "mlp/observe/diagnostics.py": [f"{UNITS}diagnostics.py",
+                                   "tests/test_diagnostics.py::test_the_schedule_is_dense_at_the_start_then_regular_and_at_every_epoch_end",
+                                   "tests/test_diagnostics.py::test_units_saturated_at_either_end_are_inactive"],
+    "mlp/comparison/report.py": [f"{UNITS}findings.py"],
+    "mlp/model.py": [f"{UNITS}init.py", "tests/test_model.py::test_weight_init_schemes"],
+    "mlp/commands/predict.py": [f"{UNITS}predict.py", "tests/test_predict.py::test_polarity_is_read_from_the_training_mean"],
+    "mlp/observe/novelty.py": [f"{UNITS}predict.py"],
+    "mlp/comparison/plan.py": [f"{UNITS}workers.py"],
+    "mlp/sweep/runner.py": [f"{UNITS}workers.py"],
+}
+
+
+def M(file, old, new, what, *tests):
+    return Mutation(f"mlp/{file}", old, new, what, tests)
+
+
+LOOP, STATE, OPTIM, DDP = "training/loop.py", "training/state.py", "training/optim.py", "training/distributed.py"
+CKPT, FOLDER, EVAL, DATA = "run/checkpoint.py", "run/folder.py", "commands/evaluate.py", "data.py"
+DIAG, REPORT, MODEL = "observe/diagnostics.py", "comparison/report.py", "model.py"
+PREDICT, NOVELTY, PLAN, SWEEP = "commands/predict.py", "observe/novelty.py", "comparison/plan.py", "sweep/runner.py"
+
+MUTATIONS: list[Mutation] = [
+    # --- the training step and the epoch (training/loop.py)
+    M(LOOP, 'record["val_accuracy"] > s.best["val_accuracy"]', 'record["val_accuracy"] >= s.best["val_accuracy"]',
+      "a tie on validation accuracy replaces checkpoint.pth"),
+    M(LOOP, 'improved = data.val is None or record["val_accuracy"] > s.best["val_accuracy"]', "improved = True",
+      "every epoch, a worse one too, replaces checkpoint.pth"),
+    M(LOOP, 'best=self.checkpoint("best", metrics=record) if improved else None',
+      'best=self.checkpoint("best", metrics=record)', "checkpoint.pth written every epoch, best or not"),
+    M(LOOP, "self.scaler.scale(loss * (len(y) * self.world_size / global_batch)).backward()",
+      "self.scaler.scale(loss).backward()", "DDP's re-weighting of unequal shards removed"),
+    M(LOOP, "len(self.data.train) - self.state.batch * batch_size)", "len(self.data.train) - (self.state.batch + 1) * batch_size)",
+      "DDP: the global size of the last batch off by one batch"),
+    M(LOOP, "torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)", "pass",
+      "gradient clipping dropped"),
+    M(LOOP, "label_smoothing=self.cfg.train.label_smoothing)", ")", "label smoothing dropped"),
+    M(LOOP, "self.optimizer.zero_grad(set_to_none=True)", "pass", "gradients accumulate across steps"),
+    M(LOOP, "            self.scheduler.step()\n        return loss.detach(), logits", "            pass\n        return loss.detach(), logits",
+      "the schedule never steps", f"{UNITS}training.py", "tests/test_train.py::test_learning_rate_schedules_follow_the_config"),
+    M(LOOP, "raise Diverged(losses[bad].item(), first_step + bad)", "raise Diverged(losses[bad].item(), first_step + bad + 1)",
+      "the divergence step off by one"),
+    M(LOOP, "check_finite(window, s.step - len(s.pending) + 1)", "check_finite(window, s.step - len(s.pending))",
+      "the divergence step of an epoch's last losses off by one"),
+    M(LOOP, 'trainer.model.load_state_dict(best_checkpoint["model_state"])', "pass",
+      "the final test measures the last epoch's weights, not the best's"),
+    M(LOOP, 'summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": best["epoch"]}',
+      'summary = {"loss": test["loss"], "accuracy": test["accuracy"], "epoch": trainer.state.epoch}',
+      "the test result labelled with the last epoch"),
+    M(LOOP, '"train_accuracy": totals.correct / totals.seen}', '"train_accuracy": totals.correct / max(totals.seen - 1, 1)}',
+      "training accuracy divides by one sample too few"),
+    M(LOOP, "while trainer.state.epoch < cfg.train.epochs:", "while trainer.state.epoch <= cfg.train.epochs:",
+      "one epoch more than train.epochs"),
+    M(LOOP, '"input_profile": self.input_profile, "epoch": s.epoch,', '"input_profile": self.input_profile, "epoch": s.epoch + 1,',
+      "a checkpoint's epoch off by one"),
+    M(LOOP, "self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std))",
+      "self.pad_value = (torch.tensor(self.data.mean) / torch.tensor(self.data.std))",
+      "augmentation pads with a bright pixel instead of black"),
+    M(LOOP, "if cfg.train.epochs < epochs_done:", "if cfg.train.epochs <= epochs_done:",
+      "a resume with train.epochs equal to the epochs done is refused",
+      "tests/test_run_folder.py::test_a_stop_during_the_final_test_leaves_it_for_the_resume"),
+    # --- the training state (training/state.py)
+    M(STATE, "        if improved:\n            self.best =", "        if False:\n            self.best =",
+      "the best epoch is never recorded"),
+    M(STATE, "window, first = stack(self.pending, self.streams.device), self.step - len(self.pending) + 1",
+      "window, first = stack(self.pending, self.streams.device), self.step - len(self.pending)",
+      "the first step of a logging window off by one"),
+    M(STATE, "loss_sum += value * size", "loss_sum += value", "the epoch's loss sums batch means, not samples"),
+    M(STATE, "correct = self.carried.correct + (predicted == self.labels[samples]).sum()",
+      "correct = (predicted == self.labels[samples]).sum()", "a resumed epoch forgets its earlier correct predictions",
+      EPOCH_TOTALS, "tests/test_resume.py::test_interrupted_and_resumed_run_ends_bit_identical[7-2]"),
+    M(STATE, "self.epoch, self.batch, self.carried = self.epoch + 1, 0, EpochTotals()",
+      "self.epoch, self.batch, self.carried = self.epoch + 1, 0, self.carried",
+      "an epoch's totals carried into the next"),
+    M(STATE, 'saved["pending"] = saved.pop("window")[:saved["step"] % log_every]',
+      'saved["pending"] = saved.pop("window")[:saved["step"] % log_every + 1]',
+      "a format-1 ring of losses upgraded with one slot too many",
+      "tests/test_resume.py::test_a_format_1_last_pth_resumes_exactly"),
+    # --- the optimizer and schedule (training/optim.py)
+    M(OPTIM, "dict(momentum=o.momentum, nesterov=o.nesterov)", "dict(momentum=o.momentum)", "nesterov dropped"),
+    M(OPTIM, "dict(momentum=o.momentum, nesterov=o.nesterov)", "dict(momentum=0.9, nesterov=o.nesterov)",
+      "momentum fixed at the default"),
+    M(OPTIM, "return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=True, **kwargs)",
+      "return cls(model.parameters(), lr=o.lr, fused=True, **kwargs)", "weight decay dropped"),
+    M(OPTIM, "dict(betas=o.betas)", "dict()", "Adam's betas dropped"),
+    M(OPTIM, 'torch.optim.Adam if o.name == "adam" else torch.optim.AdamW',
+      'torch.optim.AdamW if o.name == "adam" else torch.optim.Adam', "Adam and AdamW swapped"),
+    M(OPTIM, "start_factor=1.0 / warmup", "start_factor=1.0 / (warmup + 1)", "the warm-up starts one step lower"),
+    M(OPTIM, "T_max=max(total - warmup, 1)", "T_max=max(total, 1)", "the cosine ignores the warm-up's steps",
+      f"{UNITS}training.py", "tests/test_train.py::test_learning_rate_schedules_follow_the_config"),
+    M(OPTIM, "step_size=s.step_size * steps_per_epoch", "step_size=s.step_size * steps_per_epoch + 1",
+      "the step schedule decays one step late"),
+    M(OPTIM, "pct_start=s.pct_start)", ")", "onecycle's pct_start dropped"),
+    M(OPTIM, "eta_min=s.min_lr)", ")", "the cosine's min_lr dropped"),
+    # --- DDP (training/distributed.py)
+    M(DDP, "need = per_rank * world_size", "need = world_size", "batch norm's two images per rank not required"),
+    M(DDP, "if 0 < last < need:", "if 0 < last <= need:", "a last batch that splits exactly is refused"),
+    M(DDP, "if batch_size < need:", "if batch_size < need - 1:", "a global batch one short of the ranks is accepted"),
+    # --- durable writes and loading (run/checkpoint.py)
+    M(CKPT, "            os.fsync(f.fileno())", "            pass", "the file fsync dropped"),
+    M(CKPT, "os.fsync(dir_fd)  # make the renames themselves durable", "pass", "the folder fsync dropped"),
+    M(CKPT, "            f.flush()\n", "", "fsync before Python's buffer is flushed"),
+    M(CKPT, "        for tmp, _ in written:\n            Path(tmp).unlink(missing_ok=True)\n        raise",
+      "        raise", "a failed write leaves the other temporary files"),
+    M(CKPT, "    except BaseException:\n        Path(tmp).unlink(missing_ok=True)\n        raise\n    return tmp",
+      "    except BaseException:\n        raise\n    return tmp", "a failed write leaves its own temporary file"),
+    M(CKPT, "damaged = archive.testzip()", "damaged = None", "the zip CRC check dropped"),
+    M(CKPT, 'torch.load(path, map_location="cpu", weights_only=True)', 'torch.load(path, map_location="cpu", weights_only=False)',
+      "checkpoints may run code when loaded"),
+    M(CKPT, "version > FORMAT_VERSION", "version >= FORMAT_VERSION", "this mlp's own format refused"),
+    M(CKPT, "missing = [k for k in REQUIRED_KEYS if k not in ckpt]", "missing = []", "an incomplete checkpoint accepted"),
+    # --- the run folder (run/folder.py)
+    M(FOLDER, 'if item.name in RUN_FILES or item.name.startswith("events.out.tfevents."):', "if item.name in RUN_FILES:",
+      "--overwrite keeps the old TensorBoard events"),
+    M(FOLDER, "            leftover.unlink(missing_ok=True)", "            pass", "temporary files of a killed write kept"),
+    M(FOLDER, "        folder.remove_leftovers()\n        return folder\n\n    @classmethod", "        return folder\n\n    @classmethod",
+      "--overwrite keeps temporary files"),
+    M(FOLDER, "folder.locked().remove_leftovers()", "folder.locked()", "a resumed folder keeps temporary files"),
+    M(FOLDER, 'blobs["metrics.json"] = json_bytes({**self.facts, **metrics})', 'blobs["metrics.json"] = json_bytes(metrics)',
+      "metrics.json loses the run's name, device, parameters and timings",
+      "tests/test_train.py::test_metrics_record_where_the_time_went"),
+    M(FOLDER, "fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+      "the lock is shared: two processes write one run",
+      "tests/test_run_folder.py::test_a_second_process_is_refused_while_a_run_folder_is_locked"),
+    M(FOLDER, "self._lock.truncate(0)  # an empty lock file: released in good order", "pass",
+      "a released lock still names its process",
+      "tests/test_run_folder.py::test_a_lock_left_by_a_killed_process_is_taken_over_saying_so"),
+    # --- evaluation (commands/evaluate.py)
+    M(EVAL, "torch.bincount(y * num_classes + logits.argmax(1)", "torch.bincount(logits.argmax(1) * num_classes + y",
+      "the confusion matrix transposed"),
+    M(EVAL, "confusion.diag() / confusion.sum(1).clamp_min(1)", "confusion.diag() / confusion.sum(0).clamp_min(1)",
+      "per-class accuracy becomes precision"),
+    M(EVAL, '"loss": loss_sum.item() / max(total, 1)', '"loss": loss_sum.item() / max(total - 1, 1)',
+      "the loss divided by one image too few"),
+    M(EVAL, "        for start in range(0, len(split), batch_size):\n            x = split.images",
+      "        for start in range(0, len(split) - 1, batch_size):\n            x = split.images",
+      "the last image of a split is never measured"),
+    M(EVAL, "    was_training = model.training\n    model.eval()", "    was_training = model.training",
+      "measured in training mode (dropout on)"),
+    M(EVAL, "model.train(was_training)", "model.train(True)", "evaluation leaves the model in training mode"),
+    M(EVAL, "indices.append(wrong + start)", "indices.append(wrong)", "misclassified indices of later batches shifted"),
+    M(EVAL, "(n={sum(row)})", "(n={result['total']})", "the report's per-class counts are the split's"),
+    # --- augmentation and batches (data.py)
+    M(DATA, "dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device, generator=generator)",
+      "dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device, generator=generator)\n    dx = torch.full_like(dx, pad)",
+      "the horizontal offset never drawn"),
+    M(DATA, "torch.randint(0, 2 * pad + 1,", "torch.randint(0, 2 * pad,", "the largest offset never drawn"),
+    M(DATA, "< 0.5\n", "< 0.1\n", "crop_flip mirrors a tenth of the images, not half"),
+    M(DATA, "cols = torch.where(flip, cols.flip(3), cols)", "cols = cols", "crop_flip never mirrors"),
+    M(DATA, 'pad = 2 if kind == "shift" else 4', "pad = 2", "crop_flip shifts 2 pixels, not 4"),
+    M(DATA, "padded = pad_value.view(1, c, 1, 1)", "padded = torch.zeros_like(pad_value).view(1, c, 1, 1)",
+      "the padding ignores the pad value"),
+    M(DATA, "if len(batches) > 1 and len(batches[-1]) < min_last:", "if len(batches) > 1 and len(batches[-1]) <= min_last:",
+      "a last batch of min_last images joins the one before",
+      "tests/test_data.py::test_epoch_batches_cover_every_index_once_and_follow_the_seed",
+      "tests/test_run_folder.py::test_batch_norm_trains_when_the_last_batch_holds_one_image"),
+    M(DATA, "return order[:val_size], order[val_size:]", "return order[:val_size], order[val_size - 1:]",
+      "one validation image also trained on"),
+    # --- diagnostics (observe/diagnostics.py)
+    M(DIAG, 'stats["signal"] /= scale', "pass", "fp16's loss scale left in the signal"),
+    M(DIAG, "self.signal = grad.pow(2).mean().sqrt() * grad.shape[0]", "self.signal = grad.pow(2).mean().sqrt()",
+      "the signal per batch mean, not per example",
+      "tests/test_diagnostics.py::test_signal_grad_rms_and_update_ratio_are_exact"),
+    M(DIAG, "inactive = self.stat <= low", "inactive = self.stat < low", "a unit exactly at the tail's edge is alive"),
+    M(DIAG, "step & (step - 1) == 0", "step & (step + 1) == 0", "the dense start measures the wrong steps"),
+    M(DIAG, "inactive = self.stat >= (high - low) / 2", "inactive = self.stat > (high - low)",
+      "a saturated unit must be twice as far out"),
+    # --- the findings (comparison/report.py)
+    M(REPORT, "fast, slow = min(times, key=times.get), max(times, key=times.get)",
+      "fast, slow = max(times, key=times.get), min(times, key=times.get)", "the speed sentence inverted"),
+    M(REPORT, "quick, slow = min(first, key=first.get), max(first, key=first.get)",
+      "quick, slow = max(first, key=first.get), min(first, key=first.get)", "the first-epoch sentence inverted"),
+    M(REPORT, 'if optimizer in ("adam", "adamw") and moved > VANISHING:', 'if optimizer in ("adam", "adamw") and moved < VANISHING:',
+      "the Adam sentence inverted"),
+    M(REPORT, "best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)",
+      "best, worst = min(accuracy, key=accuracy.get), max(accuracy, key=accuracy.get)", "best and worst accuracy swapped"),
+    M(REPORT, "(a for a in first if first[a] < VANISHING)", "(a for a in first if first[a] < 2 * VANISHING)",
+      "the vanishing threshold doubled"),
+    M(REPORT, "if max(p) >= NOTABLE_INACTIVE}", "if max(p) > NOTABLE_INACTIVE}", "exactly 5% inactive left unsaid"),
+    M(REPORT, 'len(next(iter(runs.values()))["epochs"]) > 1', 'len(next(iter(runs.values()))["epochs"]) >= 1',
+      "a first-epoch sentence for a one-epoch comparison"),
+    # --- initialisation (model.py)
+    M(MODEL, "[h.linear for h in hidden_layers(model)] + [model.output]", "[h.linear for h in hidden_layers(model)]",
+      "the output layer keeps PyTorch's init"),
+    M(MODEL, '    if model_cfg.init == "default":\n        return', '    if model_cfg.init == "default":\n        pass',
+      "init: default no longer leaves PyTorch's init"),
+    M(MODEL, "            nn.init.zeros_(layer.bias)", "            pass", "biases not zeroed"),
+    M(MODEL, "nn.init.kaiming_normal_(layer.weight, a=slope, nonlinearity=nonlinearity)",
+      'nn.init.kaiming_normal_(layer.weight, a=slope, nonlinearity="linear")', "He init without the ReLU gain"),
+    M(MODEL, 'scheme = "xavier" if gain_name in ("sigmoid", "tanh") else "kaiming"',
+      'scheme = "kaiming" if gain_name in ("sigmoid", "tanh") else "xavier"', "auto picks Xavier and He the wrong way round"),
+    # --- predict's image reading (commands/predict.py) and the novelty check (observe/novelty.py)
+    M(PREDICT, "image = ImageOps.exif_transpose(image)", "image = image", "the EXIF rotation ignored"),
+    M(PREDICT, 'if image.mode == "P" and "transparency" in image.info:', "if False:", "a palette's transparency ignored"),
+    M(PREDICT, 'return "dark" if brightness < DARK else "light" if brightness > LIGHT else None',
+      'return "dark" if brightness < LIGHT else "light" if brightness > DARK else None', "the polarity bands swapped"),
+    M(NOVELTY, 'return {**profile, "threshold": max(threshold, 1e-12)}', 'return {**profile, "threshold": max(2 * threshold, 1e-12)}',
+      "the novelty threshold doubled"),
+    M(NOVELTY, "fit, calibration = x[:n_fit], x[n_fit:n_fit + CALIBRATION_IMAGES]",
+      "fit, calibration = x[:n_fit], x[:CALIBRATION_IMAGES]", "calibrated on the images it was fitted on"),
+    # --- compare and sweep workers (comparison/plan.py, sweep/runner.py)
+    M(PLAN, 'os.environ.setdefault("OMP_NUM_THREADS", str(threads))', "pass", "compare's workers not given OMP_NUM_THREADS"),
+    M(PLAN, 'if results[-1]["status"] in ("interrupted", "failed"):', 'if results[-1]["status"] in ("interrupted",):',
+      "compare --jobs 1 goes on after a failed run"),
+    M(PLAN, 'if results[-1]["status"] in ("interrupted", "failed"):', 'if results[-1]["status"] in ("interrupted", "failed", "diverged"):',
+      "compare --jobs 1 stops at a diverged run"),
+    M(SWEEP, 'if self.jobs > 1 and "OMP_NUM_THREADS" not in env:', "if False:", "sweep trials not given OMP_NUM_THREADS"),
+    M(SWEEP, '-(r["best_val_acc"] or 0), -(r["test_acc"] or 0)))', '-(r["best_val_acc"] or 0), (r["test_acc"] or 0)))',
+      "a leaderboard tie broken the other way"),
+    M(SWEEP, 'rows.sort(key=lambda r: (r["best_val_acc"] is None,', 'rows.sort(key=lambda r: (r["best_val_acc"] is not None,',
+      "trials without a result first on the leaderboard"),
+]

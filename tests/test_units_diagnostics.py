@@ -1,0 +1,55 @@
+"""Unit test of fp16's loss scaling in the diagnostics: the signal is measured on the scaled
+gradients, and must come out as if there were no scaling."""
+
+import copy
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from mlp.config import ModelConfig
+from mlp.model import build_model
+from mlp.observe.diagnostics import LayerDiagnostics, LayerStats
+
+
+class Silent:
+    """A RunLogger that keeps nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _signal_of_one_step(model, x, y, loss_scale, grad_scale):
+    train_cfg = SimpleNamespace(diagnostics="step", histogram_every=0, log_every=10)
+    diagnostics = LayerDiagnostics(model, "tanh", train_cfg, Silent(), steps_per_epoch=100, grad_scale=grad_scale)
+    (F.cross_entropy(model(x), y) * loss_scale).backward()
+    diagnostics.after_step(1)
+    diagnostics.close()
+    (first,) = diagnostics.record["measurements"]
+    return first["signal"]
+
+
+def test_the_signal_is_unscaled_by_the_loss_scale_of_its_step():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=[32, 16], activation="tanh"), (1, 4, 4), 3)
+    x, y = torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,))
+    plain = _signal_of_one_step(copy.deepcopy(model), x, y, 1.0, None)
+    scaled = _signal_of_one_step(copy.deepcopy(model), x, y, 1024.0, lambda: 1024.0)
+    assert len(plain) == 2 and all(s > 0 for s in plain)
+    assert all(abs(a - b) <= 1e-6 * a for a, b in zip(plain, scaled)), (plain, scaled)
+
+
+def test_a_relu_unit_whose_input_is_exactly_zero_is_inactive():
+    """ReLU passes back nothing at 0 (torch's derivative there is 0): such a unit is dead."""
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(width=4), (1, 2, 2), 2).hidden0
+    with torch.no_grad():
+        block.linear.weight[:2] = 0.0  # units 0 and 1 always get exactly 0
+        block.linear.bias.zero_()
+        block.linear.weight[2:] = 1.0  # units 2 and 3 get the (positive) sum of the pixels
+    stats = LayerStats(block)
+    handle = block.activation.register_forward_hook(stats.on_forward)
+    block.train()
+    block(torch.rand(8, 4) + 0.1)
+    handle.remove()
+    assert stats.inactive_fraction().item() == 0.5
