@@ -12,6 +12,7 @@ import mlp.observe.tensorboard
 import mlp.run.durable
 import mlp.run.folder
 import mlp.training.loop
+import mlp.training.trainer
 from mlp.commands.evaluate import evaluate_checkpoint
 from mlp.config import load_config
 from mlp.errors import UserError
@@ -118,7 +119,7 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
 
     sets = ["train.epochs=3", "train.log_every=1"]
     straight = fit(load_config(tiny_config, sets), "straight", progress=False)
-    build = mlp.training.loop.build_model
+    build = mlp.training.trainer.build_model
 
     def dies_at_step_23(*args, **kwargs):
         model, calls = build(*args, **kwargs), {"n": 0}
@@ -137,7 +138,7 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
         self.writer.flush()
 
     with monkeypatch.context() as m:
-        m.setattr(mlp.training.loop, "build_model", dies_at_step_23)
+        m.setattr(mlp.training.trainer, "build_model", dies_at_step_23)
         m.setattr(mlp.observe.tensorboard.RunLogger, "step", flushed_step)
         assert _in_child(lambda: fit(load_config(tiny_config, sets), "run", progress=False)) == 9
     logged = [e.step for e in read_events("run").Scalars("loss/step")]
