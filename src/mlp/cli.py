@@ -394,13 +394,16 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, metavar="K", help="How many labels to show per image."),
     device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
+    as_is: bool = typer.Option(False, "--as-is", help="Only resize each image to the model's input: no "
+                                                      "inversion, levelling, cropping or centring."),
 ) -> None:
     """Classify image files with a trained model.
 
-    Prints the top-k labels with their probabilities. A dark digit on a light background
-    (a scan or photo of ink on paper) is inverted to the training images' polarity, a grey
-    paper background made black, and an image unlike the training images is flagged: the
-    model's answer on it is a guess.
+    Prints the top-k labels with their probabilities. Each image is prepared as the training
+    images were: a dark digit on a light background (ink on paper) is inverted to their
+    polarity, a grey paper background made black, and for MNIST the digit is cropped to its
+    ink, scaled into 20×20 and centred by mass in 28×28; the notes say what was done. An
+    image still unlike the training images is flagged: the model's answer on it is a guess.
     An image that cannot be read is named on stderr; the others are still classified (exit
     code 2).
 
@@ -413,7 +416,7 @@ def predict(
 
     device = _validated(TrainConfig, "device", device, "--device")
     predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
-                                            data_root=str(data_root) if data_root else None)
+                                            data_root=str(data_root) if data_root else None, prepare=not as_is)
     if as_json:
         typer.echo(json.dumps(predictions, indent=2))
     elif predictions:
