@@ -219,10 +219,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         source = str(path)
         raw = read_yaml(path)
+    given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
-    return validate_config(raw, source)
+        given[key] = item
+    return validate_config(raw, source, given)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -336,21 +338,41 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+def validate_config(raw: dict[str, Any], source: str = "config", overrides: dict[str, str] | None = None) -> Config:
+    """The validated config; a mistake is a UserError blamed on ``source`` (the file), or on the
+    ``--set`` in ``overrides`` (key → the item as typed) that the faulty field came from."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{source}: {_describe(e)}") from None
+        raise UserError(f"{_blame(_faulty(e)[0], source, overrides or {})}: {_describe(e)}") from None
 
 
-def _describe(error: ValidationError) -> str:
-    """The first validation problem as one line that names the field and the fix."""
+def _blame(field: str, source: str, overrides: dict[str, str]) -> str:
+    """``--set KEY=VALUE`` when the faulty field is (within) one that --set gave; the file and the
+    --set when the field is a section a --set wrote into (a check across its fields); else the file."""
+    for key, item in overrides.items():
+        if field == key or field.startswith(key + "."):
+            return f"--set {item}"
+    inside = [item for key, item in overrides.items() if key.startswith(field + ".")]
+    if inside and field:
+        return f"{source} with --set {' --set '.join(inside)}"
+    return source
+
+
+def _faulty(error: ValidationError) -> tuple[str, dict]:
+    """The dotted name of the field the first problem is in, and that problem."""
     # A value that fits no branch of a union (width: one int or a list of ints) gets one error
     # per branch; the deepest names the element at fault ([64, true] → the true, not "not an int").
     err = max(error.errors(), key=lambda e: len(e["loc"]))
     # Pydantic adds the union branch it tried ("int", "list[...]") to the location; drop it.
     loc = [p for p in err["loc"] if isinstance(p, int) or not ("[" in p or p in _BRANCH_NAMES)]
-    field = ".".join(str(p) for p in loc) or "config"
+    return ".".join(str(p) for p in loc), {**err, "loc": loc}
+
+
+def _describe(error: ValidationError) -> str:
+    """The first validation problem as one line that names the field and the fix."""
+    field, err = _faulty(error)
+    loc, field = err["loc"], field or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
         loc = [str(p) for p in loc]
