@@ -7,7 +7,6 @@ on stderr naming the problem and where the help is, with exit code 2, like a Use
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from enum import Enum
 import typer
 from typer.core import TyperCommand
 
-from mlp import __version__
+from mlp import __version__, numbers
 from mlp.errors import Interrupted, Pruned, UserError
 
 app = typer.Typer(
@@ -204,7 +203,7 @@ def eval_(
     if plots is not None:
         result["plots"] = [str(p) for p in write_evaluation_plots(result, plots)]
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(numbers.dumps(result))
     else:
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
         if "normalization" in result:
@@ -222,6 +221,9 @@ def activations(
     dataset: Optional[str] = typer.Option(None, "--dataset", metavar="NAME",
                                           help="Also show real images before and after each activation: "
                                                "mnist, fashion_mnist, kmnist, cifar10 or cifar100."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", metavar="DIR",
+                                             help="With --dataset: the folder holding it (default: "
+                                                  "$MLP_DATA_ROOT, else ./data; downloaded when missing)."),
     log_dir: Path = typer.Option(Path("runs-activations"), "--log-dir", metavar="DIR",
                                  help="TensorBoard folder for the same figures (kept apart from the "
                                       "training runs under runs/)."),
@@ -244,7 +246,7 @@ def activations(
         dataset = _validated(DataConfig, "dataset", dataset, "--dataset")
     from mlp.commands.activations import draw_activations
 
-    written = draw_activations(out, log_dir, activation, dataset)
+    written = draw_activations(out, log_dir, activation, dataset, data_root)
     typer.echo(f"wrote {len(written)} figures to {out}/ (overview: {out / 'overview.png'})")
     typer.echo(f"TensorBoard: tensorboard --logdir {log_dir}")
 
@@ -372,7 +374,7 @@ def runs(
         if run.get("error"):
             print(f"note: {folder / run['run']} is unreadable: {run['error']}", file=sys.stderr)
     if as_json:
-        typer.echo(json.dumps(found, indent=2))
+        typer.echo(numbers.dumps(found, indent=2))
     elif found:
         typer.echo(format_runs(found))
     else:
@@ -418,7 +420,7 @@ def predict(
     predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
                                             data_root=str(data_root) if data_root else None, prepare=not as_is)
     if as_json:
-        typer.echo(json.dumps(predictions, indent=2))
+        typer.echo(numbers.dumps(predictions, indent=2))
     elif predictions:
         typer.echo(format_predictions(predictions))
     for path, reason in unreadable:

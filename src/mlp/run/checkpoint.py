@@ -7,7 +7,6 @@ loaded with ``torch.load(weights_only=True)``, which never runs code from the fi
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mlp.errors import UserError, first_line
+from mlp.errors import UserError, first_line, first_sentence
 from mlp.files import require_file
 
 # 2: last.pth's "resume" section is the training state under its own field names (mlp.training.loop.TrainingState);
@@ -70,7 +69,9 @@ def _write_temporary(path: Path, data: bytes) -> str:
 
 
 def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
+    from mlp.numbers import dumps  # floats to float32's 7 digits, NaN as null (mlp.numbers)
+
+    return (dumps(obj, indent=2) + "\n").encode()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -158,7 +159,7 @@ def read_torch_file(path: Path) -> Any:
         raise UserError(f"{path} is not an mlp checkpoint: it is a Python pickle that torch.save did not "
                         "write, or a damaged file") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is truncated or corrupt ({first_line(e)}); use another copy") from None
+        raise UserError(f"{path} is truncated or corrupt ({first_sentence(e)}); use another copy") from None
 
 
 # The first bytes of files people mistake for checkpoints.
