@@ -242,6 +242,9 @@ CASES = [
      ["--set train.epochs=-1: train.epochs", "!good.yaml"], {}),
     ("data-missing-activations-names-data-root", ["activations", "--dataset", "mnist", "--out", "acts"],
      ["--data-root", "MLP_DATA_ROOT", "!data.root"], {"MLP_DATA_ROOT": "norun"}),
+    ("search-alias-bomb", ["sweep", "-c", "good.yaml", "--search", "bomb.yaml"], ["--search", "aliases", "refusing"], {}),
+    ("study-trial-env-garbage", ["train", "-c", "good.yaml"], ["MLP_STUDY_TRIAL", "not a trial", "unset"],
+     {"MLP_STUDY_TRIAL": "garbage"}),
     ("data-missing-eval-names-data-root", ["eval", "run/checkpoint.pth"], ["--data-root", "!data.download"],
      {"MLP_DATA_ROOT": "norun"}),
     # The bare state dicts of the classic scripts.
