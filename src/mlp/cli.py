@@ -118,14 +118,15 @@ def train(
                                           help="Continue a run: its folder or its last.pth."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --run-dir."),
     print_config: bool = typer.Option(False, "--print-config",
-                                      help="Print the resolved config (every key with its value) and exit."),
+                                      help="Print the resolved config (every key with its value) and exit; "
+                                           "without --config, the defaults with each key's meaning."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:
     """Train a model from a YAML config.
 
     Writes a run folder (runs/<name>-<time>/): TensorBoard events, metrics.json, checkpoint.pth
-    (the best epoch on validation) and last.pth (to resume). Every config key with its default:
-    mlp train -c FILE --print-config.
+    (the best epoch on validation) and last.pth (to resume). Every config key with its default
+    and its meaning: mlp train --print-config.
 
     \b
     Examples:
@@ -137,6 +138,11 @@ def train(
     if resume is not None and (config is not None or run_dir is not None or overwrite):
         raise UserError("--resume continues a run with its own config and folder; "
                         "drop --config/--run-dir/--overwrite (use --set to change a field)")
+    if print_config and config is None and resume is None:  # the defaults, each key with its meaning
+        from mlp.config import commented_yaml, load_config
+
+        typer.echo(commented_yaml(load_config(None, set_)), nl=False)
+        return
     if config is None and resume is None:
         raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
     if print_config:
