@@ -26,10 +26,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from mlp import __version__
 from mlp.training import distributed
+from mlp.training.progress import progress_bar, runs_root_of
 from mlp.run.checkpoint import load_checkpoint
 from mlp.config import Config, activation_label, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.data import DATASETS, augment, batches_per_epoch, epoch_batches, load_data
@@ -121,6 +121,7 @@ class Trainer:
         self.augment_kind = DATASETS[cfg.data.dataset].augment if cfg.data.augment else None
         self.logger: RunLogger | None = None
         self.diagnostics: LayerDiagnostics | None = None
+        self.resumed_at: tuple[int, int] | None = None
 
     @contextmanager
     def timed(self, phase: str):
@@ -166,6 +167,8 @@ class Trainer:
         if self.scheduler is not None and resume["scheduler"] is not None:
             self.scheduler.load_state_dict(resume["scheduler"])
         self.state.load_state_dict(resume, count_carried=self.is_main)
+        # said at the end: the epoch it went on with (1-based) and the steps already done
+        self.resumed_at = (min(self.state.epoch + 1, self.cfg.train.epochs), self.state.step)
 
     def start(self, folder: RunFolder, resumed: bool) -> None:
         """Wrap the model for DDP and compilation, say what runs, open TensorBoard and the diagnostics."""
@@ -223,8 +226,7 @@ class Trainer:
                                 self.world_size, self.min_last_batch)
         metrics = EpochMetrics(batches, s.batch, s.carried, self.data.train.labels)
         self.model.train()
-        bar = tqdm(total=len(batches), initial=s.batch, desc=f"epoch {s.epoch + 1}/{self.cfg.train.epochs}",
-                   leave=False, dynamic_ncols=True, disable=not self.progress)
+        bar = progress_bar(len(batches), s.batch, f"epoch {s.epoch + 1}/{self.cfg.train.epochs}", self.progress)
         started = time.perf_counter()
         for idx in batches[s.batch:]:
             loss, logits = self.train_step(idx)
@@ -272,7 +274,7 @@ class Trainer:
             self.scheduler.step()
         return loss.detach(), logits
 
-    def end_interval(self, stop: StopRequest, metrics: EpochMetrics, bar: tqdm) -> None:
+    def end_interval(self, stop: StopRequest, metrics: EpochMetrics, bar) -> None:
         """Every ``log_every`` steps: the interval's losses and diagnostics go to TensorBoard."""
         window, first = self.state.take_pending()
         if self.world_size > 1:  # every rank checks, logs and stops on the same numbers
@@ -370,7 +372,9 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
           f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
     if trainer.diagnostics.report():
         print(trainer.diagnostics.report())
-    print(f"curves   tensorboard --logdir {folder.path.parent}")
+    if trainer.resumed_at is not None:
+        print(f"resumed  at epoch {trainer.resumed_at[0]}, step {trainer.resumed_at[1]}")
+    print(f"curves   tensorboard --logdir {runs_root_of(folder.path)}")
     return summary
 
 
@@ -388,7 +392,7 @@ def epoch_line(record: dict, epochs: int, best: bool) -> str:
              f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}"]
     if "val_accuracy" in record:
         parts.append(f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}")
-    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f}/s)")
+    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f} samples/s)")
     return "  ".join(parts) + ("  *" if best else "")
 
 
