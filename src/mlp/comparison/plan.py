@@ -167,11 +167,13 @@ def train_all(todo: list[Planned], jobs: int) -> list[dict[str, Any]]:
 def _in_workers(pool, queue: list[Planned], jobs: int, threads: int, stop: "_Stop", results: list) -> None:
     """Keep ``jobs`` trainings going until ``queue`` is empty, a stop is asked for, or one fails.
     (Runs are handed to the pool one at a time: one already handed over cannot be taken back.)"""
-    pending = {}
+    pending, total, started = {}, len(queue), 0
     while pending or queue:
         while queue and len(pending) < jobs and stop.signum is None and \
                 not any(r["status"] == "failed" for r in results):
             run = queue.pop(0)
+            started += 1
+            _say(f"[{started}/{total}] {_verb(run)} {run.activation}")
             pending[pool.submit(train_one, run.activation, run.config.to_dict(), str(run.run_dir),
                                 run.state, threads)] = run
         if not pending:
@@ -233,6 +235,7 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
         return 1
     from mlp.comparison.report import write_report
 
+    _say(f"report   building it from the {len(runs)} runs (figures, findings) ...")
     summary_file, report_file = write_report(out, runs, config, sets)
     _say(f"summary  {summary_file}\nreport   {report_file}\ncurves   tensorboard --logdir {out}")
     return 0
