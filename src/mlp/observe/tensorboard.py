@@ -80,7 +80,8 @@ DESCRIPTIONS = {
     "predictions/misclassified_val": "Validation images the best checkpoint gets wrong, with predicted and "
                                      "true class (misclassified_test when there is no validation split).",
     "predictions/confusion_matrix_test": "Test split: true class (rows) against predicted class (columns).",
-    "predictions/per_class_accuracy_test": "Test split: accuracy of each class; the weakest in red.",
+    "predictions/per_class_accuracy_test": "Test split: accuracy of each class, on an axis that spans the values; "
+                                           "the weakest in orange-red.",
 }
 # per_layer/<metric>/<layer>; "{i}" is the layer, counted from 1 next to the input
 LAYER_DESCRIPTIONS = {
