@@ -22,8 +22,26 @@ def test_print_config_shows_the_resolved_config(tiny_config):
     assert "activation: silu" in done.stdout and "depth: 1" in done.stdout and "lr: 0.003" in done.stdout
 
 
+def test_print_config_without_a_config_is_the_defaults_with_each_key_explained():
+    import yaml
+
+    from mlp.config import Config, load_config, validate_config
+
+    done = run_mlp("train", "--print-config")
+    assert done.returncode == 0, done.stderr
+    assert validate_config(yaml.safe_load(done.stdout)) == load_config(None)
+    keys = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("#")]
+    commented = [re.fullmatch(r"( *)([a-z_]+):.*?  # (\S.*)", line) for line in keys]
+    assert all(commented), [line for line, match in zip(keys, commented) if not match]
+    top = [m.group(2) for m in commented if not m.group(1)]
+    assert top == list(Config.model_fields)
+    nested = [m.group(2) for m in commented if m.group(1)]
+    sections = [Config.model_fields[name].annotation for name in top if name not in ("name", "seed")]
+    assert nested == [key for section in sections for key in section.model_fields]
+
+
 def test_usage_errors_exit_2(tiny_config):
-    for args in (["train"], ["eval"], ["train", "--config", tiny_config, "--bogus"],
+    for args in (["train"], ["train", "--set", "model.width=8"], ["eval"], ["train", "--config", tiny_config, "--bogus"],
                  ["eval", "x.pth", "--split", "everything"]):
         done = run_mlp(*args)
         assert done.returncode == 2, (args, done.stderr)

@@ -31,6 +31,8 @@ def test_compare_trains_each_activation_and_writes_summary_and_report(tiny_confi
     assert run_compare(tiny_config, "relu,tanh,sigmoid", SMALL, Path("cmp"), jobs=1) == 0
     out = capsys.readouterr().out
     assert "cmp/report.html" in out and "cmp/summary.json" in out and "tensorboard --logdir cmp" in out
+    assert "[1/3] training relu" in out and "[3/3] training sigmoid" in out
+    assert out.index("report   building it from the 3 runs") < out.index("cmp/report.html")
     summary = json.loads((tmp_path / "cmp/summary.json").read_text())
     assert list(summary["runs"]) == ["relu", "tanh", "sigmoid"] and summary["depth"] == 3
     for name, run in summary["runs"].items():
@@ -80,6 +82,7 @@ def test_compare_trains_in_parallel_processes_from_the_command_line(tiny_config,
                    *[a for s in SMALL for a in ("--set", s)], timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2 at a time" in done.stdout and "par/report.html" in done.stdout
+    assert "[1/2] training gelu" in done.stdout and "[2/2] training selu" in done.stdout
     summary = json.loads((tmp_path / "par/summary.json").read_text())
     assert [r["status"] for r in summary["runs"].values()] == ["finished", "finished"]
     assert (tmp_path / "par/gelu/train.log").read_text().count("epoch 1/1") == 1

@@ -75,3 +75,19 @@ def test_file_errors(tmp_path):
 def test_round_trip_through_a_dict():
     cfg = validate_config({"model": {"activation": {"name": "prelu", "per_unit": True}}})
     assert validate_config(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("overrides,start", [
+    (["model.widht=3"], "--set model.widht=3: unknown key 'model.widht'"),
+    (["train.epochs=-1"], "--set train.epochs=-1: train.epochs: "),
+    (["model.width=[64, true]"], "--set model.width=[64, true]: model.width.1: must be a number"),
+    (["model.depth=3"], "{file} with --set model.depth=3: model.depth is 3 but model.width lists 2 widths"),
+    (["train.batch_size=8"], "{file}: optimizer.lr: "),  # the mistake is the file's, not the --set's
+])
+def test_a_mistake_is_blamed_on_where_it_was_made(tmp_path, overrides, start):
+    config = tmp_path / "mine.yaml"
+    config.write_text("model:\n  width: [16, 8]\noptimizer:\n  lr: -1\n" if "batch_size" in overrides[0]
+                      else "model:\n  width: [16, 8]\n")
+    with pytest.raises(UserError) as e:
+        load_config(config, overrides)
+    assert str(e.value).startswith(start.format(file=config)), str(e.value)

@@ -59,8 +59,8 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
             assert [e.step for e in events.Scalars(f"per_layer/{name}/{i}")] == [1, 2, 4, 5, 10, 15, 16]
         assert [e.step for e in events.Scalars(f"per_layer/inactive/{i}")] == [5, 10, 15]
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(tags["histograms"])
-    assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
-            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(tags["images"])
+    assert {"visuals/inputs", "visuals/misclassified_val", "visuals/confusion_matrix_test",
+            "visuals/per_class_accuracy_test", "visuals/epochs"} == set(tags["images"])
     assert {"loss/step", "loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val", "accuracy/test",
             "training/lr", "training/samples_per_s", "summary/inactive_max", "summary/signal_ratio_first"} \
         <= set(tags["scalars"])
@@ -68,7 +68,7 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
         assert len(events.SummaryMetadata(tag).summary_description) > 30, tag  # what it is, how to read it
     assert "pre-activation" in events.SummaryMetadata("per_layer/signal/2").summary_description
     assert tags["graph"]
-    grid = events.Images("samples/inputs")[0]
+    grid = events.Images("visuals/inputs")[0]
     assert (grid.width, grid.height) == (8 * 28, 8 * 28)  # 64 images of 28 px in an 8×8 grid
     # the custom-scalars layout: every layer of a metric on one chart, each layer across runs on another
     from tensorboard.plugins.custom_scalar import layout_pb2
@@ -91,13 +91,13 @@ def test_epoch_mode_histogram_interval_and_off(tiny_config):
     assert [e.step for e in events.Scalars("per_layer/inactive/1")] == [16, 32, 48]  # 16 steps an epoch
     assert [e.step for e in events.Scalars("per_layer/signal/1")] == [16, 32, 48]
     assert [e.step for e in events.Histograms("per_layer/weights/1")] == [32]
-    assert [e.step for e in events.Images("accuracy/epochs")] == [1, 2, 3]  # exact per-epoch curves, each epoch
+    assert [e.step for e in events.Images("visuals/epochs")] == [1, 2, 3]  # exact per-epoch curves, each epoch
 
     run = _fit(tiny_config, ["train.diagnostics=off"], run_dir="off")
     tags = _events(run).Tags()
     assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith(("per_layer/", "summary/"))]
     # the end-of-run figures go with the diagnostics; the input grid and the metrics stay
-    assert tags["images"] == ["samples/inputs"] and "accuracy/val" in tags["scalars"]
+    assert tags["images"] == ["visuals/inputs"] and "accuracy/val" in tags["scalars"]
     assert not (run / "diagnostics.json").exists()
 
 
@@ -359,7 +359,7 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
             "experimentName": "", "startIndex": 0, "sliceSize": 10,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
             "colParams": [{"metric": {"tag": "accuracy/test"}}, {"hparam": "model.activation"}]})
-        if "predictions/misclassified_val" not in images or not groups.get("sessionGroups"):
+        if "visuals/misclassified_val" not in images or not groups.get("sessionGroups"):
             return None  # the whole event file is not loaded yet
         return (get("/data/runs"), get("/data/plugin/scalars/tags").get("tiny", {}),
                 get("/data/plugin/histograms/tags").get("tiny", {}), images,
@@ -372,13 +372,13 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
             "per_layer/signal/2", "per_layer/update_ratio/2", "summary/signal_ratio_first"} <= set(scalars)
     assert [tag for tag, info in scalars.items() if not info["description"]] == []  # every tag says what it is
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(histograms)
-    assert {"samples/inputs", "predictions/misclassified_val", "predictions/confusion_matrix_test",
-            "predictions/per_class_accuracy_test", "accuracy/epochs"} == set(images)
+    assert {"visuals/inputs", "visuals/misclassified_val", "visuals/confusion_matrix_test",
+            "visuals/per_class_accuracy_test", "visuals/epochs"} == set(images)
     assert [c["title"] for c in layout["category"]][0] == "accuracy and loss"
     # HParams: the settings that matter come first (TensorBoard shows the first five), integers as written
     infos = experiment["hparamInfos"]
     assert [h["name"] for h in infos[:5]] == sorted(MAIN_HPARAMS) and all(h.get("differs") for h in infos[:5])
-    assert [h.get("displayName") for h in infos[:5]] == [MAIN_HPARAMS[h] for h in sorted(MAIN_HPARAMS)]
+    assert "model.init" in MAIN_HPARAMS and all(h.get("displayName") == h["name"] for h in infos)  # all dotted
     assert [m["name"]["tag"] for m in experiment["metricInfos"]] == list(HPARAM_METRICS)
     (group,) = groups["sessionGroups"]
     assert group["name"] == "tiny" and [s["name"] for s in group["sessions"]] == ["tiny"]

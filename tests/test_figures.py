@@ -40,6 +40,10 @@ def test_confusion_matrix_colours_rare_errors_and_writes_readable_counts():
     one, seventeen, empty = _cell_rgb(fig, 3, 5), _cell_rgb(fig, 4, 9), _cell_rgb(fig, 0, 1)
     assert np.abs(one - white).sum() > 60 and np.abs(seventeen - white).sum() > 60
     assert np.abs(one - seventeen).sum() > 60 and (empty == white).all()
+    # the biggest confusion stands out: far darker than a single error; the diagonal is a light grey, uncoloured
+    assert _luminance(one) - _luminance(seventeen) > 100
+    diagonal = _cell_rgb(fig, 4, 4)
+    assert diagonal.max() - diagonal.min() < 8 and _luminance(diagonal) > 200
     counts = {t.get_text() for t in fig.axes[0].texts}
     assert {"17", "1", "980"} <= counts and "0" not in counts
     assert all(t.get_fontsize() >= 10 for t in _texts(fig))
@@ -47,16 +51,26 @@ def test_confusion_matrix_colours_rare_errors_and_writes_readable_counts():
     assert fig.dpi >= 150
 
 
-def test_per_class_accuracy_uses_the_whole_axis_and_labels_each_bar():
-    per_class = [0.99, 0.995, 0.98, 0.97, 0.9685, 0.985, 0.975, 0.9679, 0.972, 0.982]
+def test_per_class_accuracy_spans_the_values_so_that_differences_show():
+    per_class = [0.99, 0.995, 0.979, 0.97, 0.9685, 0.985, 0.975, 0.9679, 0.972, 0.992]
     fig = per_class_accuracy_figure(per_class, CLASSES)
     ax = fig.axes[0]
     low, high = ax.get_ylim()
-    assert low == 0 and high >= 100 and ax.get_ylabel() == "accuracy (%)"
+    assert 95 <= low < 96.79 and high >= 100 and ax.get_ylabel() == f"accuracy (axis from {low:g}%)"
+    # 97.9% and 99.2% are a sixth of the axis apart or more, not 1.3% of it
+    (_, y_979), (_, y_992) = ax.transData.transform([(2, 97.9), (9, 99.2)])
+    assert (y_992 - y_979) / ax.bbox.height > 1 / 6
     labels = [t.get_text() for t in _texts(fig)]
     assert "96.79" in labels and "96.85" in labels and "99.50" in labels
-    assert "lowest: 7 at 96.79%" in ax.get_title()
+    assert "lowest: 7 at 96.79% (orange-red)" in ax.get_title()
     assert all(t.get_fontsize() >= 10 for t in _texts(fig))
+    # a spread over most of the axis keeps the whole axis
+    wide = per_class_accuracy_figure([0.3, 0.9] + [0.8] * 8, CLASSES).axes[0]
+    assert wide.get_ylim()[0] == 0 and wide.get_ylabel() == "accuracy"
+
+
+def _luminance(rgb) -> float:
+    return float(np.dot(rgb, [0.299, 0.587, 0.114]))
 
 
 def test_derivative_lines_break_at_kinks_and_nowhere_else():

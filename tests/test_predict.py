@@ -130,7 +130,12 @@ def test_a_dark_digit_on_a_light_background_is_inverted_and_says_so(digits):
     assert inverted["probability"] == pytest.approx(plain["probability"], abs=0.02)
     assert not inverted["unusual"] and not plain["unusual"]
     shown = run_mlp("predict", checkpoint, "ink_on_paper.png").stdout.splitlines()
-    assert shown[-1] == "  note: inverted: its background is light and the training images' is dark"
+    assert shown[-2] == "  note: inverted: its background is light and the training images' is dark"
+    assert shown[-1].startswith("  note: prepared as MNIST's digits were: cropped to the ink (")
+    # --as-is: only resized, so the model sees dark ink on white, unlike anything it was trained on
+    (as_is,) = json.loads(run_mlp("predict", checkpoint, "ink_on_paper.png", "--as-is", "--json").stdout)
+    assert (as_is["inverted"], as_is["centred"], as_is["prepared"], as_is["unusual"]) == (False, False, False, True)
+    assert len(as_is["notes"]) == 1 and as_is["notes"][0].startswith("unlike the training images")
 
 
 def test_a_photographed_page_is_inverted_and_levelled(digits):
@@ -152,7 +157,9 @@ def test_a_photographed_page_is_inverted_and_levelled(digits):
     # as trained (black background) an image is left exactly as it is
     Image.fromarray(images[0]).save("as_trained.png")
     (plain,), _ = predict_files(checkpoint, ["as_trained.png"], top_k=1)
-    assert plain["background_level"] is None and plain["notes"] == []
+    assert plain["background_level"] is None and not plain["inverted"] and plain["centred"]
+    assert plain["notes"] == ["prepared as MNIST's digits were: cropped to the ink (20×20 px), scaled to 20×20 in "
+                              "a 20×20 box, centred by mass in 28×28 (--as-is skips this)"]
 
 
 def test_a_16_bit_image_is_scaled_not_clipped(digits):
@@ -174,11 +181,18 @@ def test_an_input_unlike_the_training_images_is_flagged(digits):
     for k in range(20):
         Image.fromarray(images[k]).save(f"digit{k}.png")
     files = ["noise.png", "off_centre.png", *[f"digit{k}.png" for k in range(20)]]
-    predictions, _ = predict_files(checkpoint, files, top_k=1)
+    predictions, _ = predict_files(checkpoint, files, top_k=1, prepare=False)
     assert [p["unusual"] for p in predictions] == [True, True] + [False] * 20
     assert predictions[0]["novelty"] > 3 and all(p["novelty"] < 1 for p in predictions[2:])
-    shown = run_mlp("predict", checkpoint, "noise.png").stdout.splitlines()
+    shown = run_mlp("predict", checkpoint, "noise.png", "--as-is").stdout.splitlines()
     assert shown[-1].startswith("  note: unlike the training images (novelty ") and "a guess" in shown[-1]
+    # prepared, a digit in the corner of a larger image is centred: read right, and not unlike the training images
+    corner = np.zeros((60, 60), dtype=np.uint8)
+    corner[1:29, 31:59] = images[3]
+    Image.fromarray(corner).save("corner.png")
+    (centred, *prepared), _ = predict_files(checkpoint, ["corner.png", *files[2:]], top_k=1)
+    assert centred["index"] == labels[3] and not centred["unusual"] and centred["centred"]
+    assert [p["index"] for p in prepared] == labels[:20] and not any(p["unusual"] for p in prepared)
 
 
 def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
@@ -197,3 +211,25 @@ def test_polarity_is_read_from_the_training_mean():
 
     assert training_background([0.1307]) == "dark" and training_background([0.49, 0.48, 0.45]) is None
     assert training_background([0.9]) == "light"
+
+
+def test_lab_nan_and_very_large_images_are_each_read_or_named_in_one_line(digits, monkeypatch):
+    checkpoint, images, labels, _ = digits
+    lab = np.zeros((28, 28, 3), dtype=np.uint8)
+    lab[..., 0] = images[4]  # lightness; a and b neutral
+    Image.fromarray(lab, mode="LAB").save("lab.tif")
+    nan = images[5].astype(np.float32) / 255
+    nan[3, 3] = np.nan
+    Image.fromarray(nan, mode="F").save("nan.tif")
+    done = run_mlp("predict", checkpoint, "lab.tif", "nan.tif", "--json")  # LAB: made sRGB, then grey
+    assert done.returncode == 2 and json.loads(done.stdout)[0]["index"] == labels[4]
+    assert done.stderr.splitlines() == ["error: cannot read image nan.tif: some of its pixels are not numbers "
+                                        "(NaN or infinite)"], done.stderr
+    # over Pillow's warning size (89 megapixels by default, shrunk here) the image is read without a word
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    Image.fromarray(images[6]).resize((30, 30)).save("big.png")  # 900 pixels: warned of, not refused
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (big,), unreadable = predict_files(checkpoint, ["big.png"], top_k=1)
+    assert unreadable == [] and big["index"] == labels[6]

@@ -52,7 +52,7 @@ def test_checkpoint_is_plain_data_and_eval_reproduces_the_test_accuracy(tiny_con
     assert raw["input_shape"] == [1, 28, 28] and len(raw["normalization"]["mean"]) == 1
     metrics = json.loads((run / "metrics.json").read_text())
     result = evaluate_checkpoint(run / "checkpoint.pth")
-    assert result["accuracy"] == metrics["test"]["accuracy"]
+    assert result["accuracy"] == pytest.approx(metrics["test"]["accuracy"], rel=1e-6)  # JSON keeps 7 digits
     assert result["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-5)
     assert sum(map(sum, result["confusion"])) == 300 and len(result["per_class_accuracy"]) == 10
     val = evaluate_checkpoint(run / "checkpoint.pth", split="val")

@@ -7,7 +7,6 @@ answers at once.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from enum import Enum
@@ -16,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from mlp import numbers
 from mlp.app import app, command, main, validated  # noqa: F401  (main: the `mlp` entry point)
 from mlp.errors import UserError
 
@@ -39,14 +39,15 @@ def train(
                                           help="Continue a run: its folder or its last.pth."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty --run-dir."),
     print_config: bool = typer.Option(False, "--print-config",
-                                      help="Print the resolved config (every key with its value) and exit."),
+                                      help="Print the resolved config (every key with its value) and exit; "
+                                           "without --config, the defaults with each key's meaning."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per epoch."),
 ) -> None:
     """Train a model from a YAML config.
 
     Writes a run folder (runs/<name>-<time>/): TensorBoard events, metrics.json, checkpoint.pth
-    (the best epoch on validation) and last.pth (to resume). Every config key with its default:
-    mlp train -c FILE --print-config.
+    (the best epoch on validation) and last.pth (to resume). Every config key with its default
+    and its meaning: mlp train --print-config.
 
     \b
     Examples:
@@ -58,6 +59,11 @@ def train(
     if resume is not None and (config is not None or run_dir is not None or overwrite):
         raise UserError("--resume continues a run with its own config and folder; "
                         "drop --config/--run-dir/--overwrite (use --set to change a field)")
+    if print_config and config is None and resume is None:  # the defaults, each key with its meaning
+        from mlp.config import commented_yaml, load_config
+
+        typer.echo(commented_yaml(load_config(None, set_)), nl=False)
+        return
     if config is None and resume is None:
         raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
     if print_config:
@@ -128,7 +134,7 @@ def eval_(
     if plots is not None:
         result["plots"] = [str(p) for p in write_evaluation_plots(result, plots)]
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(numbers.dumps(result))
     else:
         typer.echo(format_report(result, result["classes"], f"{result['dataset']} {split.value} split, {checkpoint}"))
         if "normalization" in result:
@@ -146,6 +152,9 @@ def activations(
     dataset: Optional[str] = typer.Option(None, "--dataset", metavar="NAME",
                                           help="Also show real images before and after each activation: "
                                                "mnist, fashion_mnist, kmnist, cifar10 or cifar100."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", metavar="DIR",
+                                             help="With --dataset: the folder holding it (default: "
+                                                  "$MLP_DATA_ROOT, else ./data; downloaded when missing)."),
     log_dir: Path = typer.Option(Path("runs-activations"), "--log-dir", metavar="DIR",
                                  help="TensorBoard folder for the same figures (kept apart from the "
                                       "training runs under runs/)."),
@@ -168,7 +177,7 @@ def activations(
         dataset = validated(DataConfig, "dataset", dataset, "--dataset")
     from mlp.commands.activations import draw_activations
 
-    written = draw_activations(out, log_dir, activation, dataset)
+    written = draw_activations(out, log_dir, activation, dataset, data_root)
     typer.echo(f"wrote {len(written)} figures to {out}/ (overview: {out / 'overview.png'})")
     typer.echo(f"TensorBoard: tensorboard --logdir {log_dir}")
 
@@ -298,7 +307,7 @@ def runs(
         if run.get("error"):
             print(f"note: {folder / run['run']} is unreadable: {run['error']}", file=sys.stderr)
     if as_json:
-        typer.echo(json.dumps(found, indent=2))
+        typer.echo(numbers.dumps(found, indent=2))
     elif found:
         typer.echo(format_runs(found))
     else:
@@ -320,13 +329,16 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, metavar="K", help="How many labels to show per image."),
     device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list with an object per image."),
+    as_is: bool = typer.Option(False, "--as-is", help="Only resize each image to the model's input: no "
+                                                      "inversion, levelling, cropping or centring."),
 ) -> None:
     """Classify image files with a trained model.
 
-    Prints the top-k labels with their probabilities. A dark digit on a light background
-    (a scan or photo of ink on paper) is inverted to the training images' polarity, a grey
-    paper background made black, and an image unlike the training images is flagged: the
-    model's answer on it is a guess.
+    Prints the top-k labels with their probabilities. Each image is prepared as the training
+    images were: a dark digit on a light background (ink on paper) is inverted to their
+    polarity, a grey paper background made black, and for MNIST the digit is cropped to its
+    ink, scaled into 20×20 and centred by mass in 28×28; the notes say what was done. An
+    image still unlike the training images is flagged: the model's answer on it is a guess.
     An image that cannot be read is named on stderr; the others are still classified (exit
     code 2).
 
@@ -339,9 +351,9 @@ def predict(
 
     device = validated(TrainConfig, "device", device, "--device")
     predictions, unreadable = predict_files(checkpoint, images, top_k, device, config=config,
-                                            data_root=str(data_root) if data_root else None)
+                                            data_root=str(data_root) if data_root else None, prepare=not as_is)
     if as_json:
-        typer.echo(json.dumps(predictions, indent=2))
+        typer.echo(numbers.dumps(predictions, indent=2))
     elif predictions:
         typer.echo(format_predictions(predictions))
     for path, reason in unreadable:

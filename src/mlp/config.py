@@ -60,17 +60,21 @@ def activation_label(spec: str | dict[str, Any] | None) -> str | None:
 
 
 class DataConfig(_Section):
-    dataset: str = "mnist"  # or folder: the images under data.root, one sub-folder per class
-    root: str = "data"  # the environment variable MLP_DATA_ROOT overrides this (not for folder)
-    download: bool = True  # try torchvision's download when the files are missing
-    # images held out of the training split, seeded: a number, or a fraction below 1 (folder: 0.1)
-    val_size: Int | Float = Field(5000, ge=0)
-    augment: bool = False  # batched on the device: crop+flip (CIFAR), small shifts (MNIST-likes, folder)
-    # folder only: the size images are resized to (one side, or [H, W]; default: from the images),
-    # grey (1) or RGB (3) (default: 1 when every image is grey), and the test share without DIR/test
-    image_size: Int | list[Int] | None = None
-    channels: Literal[1, 3] | None = None
-    test_fraction: Float = Field(0.2, gt=0.0, lt=1.0)
+    dataset: str = Field("mnist", description="mnist, fashion_mnist, kmnist, cifar10, cifar100, or folder "
+                                              "(your images under data.root, one sub-folder per class)")
+    root: str = Field("data", description="folder holding the data set's files; $MLP_DATA_ROOT overrides it "
+                                          "(not for folder)")
+    download: bool = Field(True, description="try torchvision's download when the files are missing")
+    val_size: Int | Float = Field(5000, ge=0, description="images held out of the training split for validation, "
+                                                          "seeded: a number, or a fraction below 1 (folder: 0.1)")
+    augment: bool = Field(False, description="batched on the device: crop+flip (CIFAR), small shifts "
+                                             "(MNIST-likes, folder)")
+    image_size: Int | list[Int] | None = Field(None, description="folder only: the side (or [H, W]) images are "
+                                                                 "resized to; default from the images")
+    channels: Literal[1, 3] | None = Field(None, description="folder only: 1 grey or 3 RGB; default 1 when every "
+                                                             "image is grey")
+    test_fraction: Float = Field(0.2, gt=0.0, lt=1.0, description="folder only: the test share when DIR has no "
+                                                                   "test/ folder")
 
     @field_validator("dataset")
     @classmethod
@@ -102,13 +106,17 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    width: Int | list[Int] = 512  # one width for every hidden layer, or a list of widths
-    depth: Int | None = None  # number of hidden layers; defaults to 1, or len(width) for a list
-    activation: str | dict[str, Any] = "relu"  # a name, or {name: leaky_relu, negative_slope: 0.1}
-    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
-    norm: Literal["none", "batch", "layer"] = "none"
-    init: Literal["auto", "kaiming", "xavier", "orthogonal", "default"] = "auto"
-    bias: bool = True
+    width: Int | list[Int] = Field(512, description="units in every hidden layer, or a list of widths, one a layer")
+    depth: Int | None = Field(None, description="number of hidden layers; null: 1, or the length of a width list")
+    activation: str | dict[str, Any] = Field(
+        "relu", description="a name (relu, gelu, tanh, ...), or {name: leaky_relu, negative_slope: 0.1}")
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")
+    norm: Literal["none", "batch", "layer"] = Field(
+        "none", description="normalisation after each hidden Linear: none, batch or layer")
+    init: Literal["auto", "kaiming", "xavier", "orthogonal", "default"] = Field(
+        "auto", description="weight init: auto (He for ReLUs, Xavier for sigmoid/tanh, LeCun for SELU), "
+                            "kaiming, xavier, orthogonal, or default (PyTorch's)")
+    bias: bool = Field(True, description="give every Linear layer a bias")
 
     @field_validator("width")
     @classmethod
@@ -148,22 +156,23 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: Int = Field(10, ge=1)
-    batch_size: Int = Field(64, ge=1)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
-    grad_clip: Float | None = Field(None, gt=0.0)  # max global gradient norm; null = off
-    log_every: Int = Field(100, ge=1)  # steps between train-loss points in TensorBoard
-    eval_batch_size: Int = Field(1024, ge=1)
-    # autocast for the forward pass; fp16 needs CUDA; auto: bf16 where the hardware multiplies it
-    # natively (CUDA compute capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode
-
-    # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
-    # gradient and weight norms): every log_every steps, once per epoch, or off.
-    diagnostics: Literal["step", "epoch", "off"] = "step"
-    histogram_every: Int = Field(1, ge=0)  # epochs between per-layer histograms; 0 = none
+    epochs: Int = Field(10, ge=1, description="passes over the training split")
+    batch_size: Int = Field(64, ge=1, description="training images per optimizer step")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0, description="share of the target spread over the other classes")
+    grad_clip: Float | None = Field(None, gt=0.0, description="largest global gradient norm; null: no clipping")
+    log_every: Int = Field(100, ge=1, description="steps between train-loss points in TensorBoard")
+    eval_batch_size: Int = Field(1024, ge=1, description="images per forward pass when validating and testing")
+    # fp16 needs CUDA; auto: bf16 where the hardware multiplies it natively (CUDA compute
+    # capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="autocast of the forward pass: fp32, bf16, fp16 (CUDA) or auto (bf16 where native)")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="torch.compile mode, or off")
+    diagnostics: Literal["step", "epoch", "off"] = Field(
+        "step", description="per-layer statistics in TensorBoard (dead units, activations, gradients): "
+                            "every log_every steps, once an epoch, or off")
+    histogram_every: Int = Field(1, ge=0, description="epochs between per-layer histograms; 0: none")
 
     @field_validator("compile", "diagnostics", mode="before")
     @classmethod
@@ -183,13 +192,13 @@ class TrainConfig(_Section):
 
 
 class OptimizerConfig(_Section):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: Float = Field(1e-3, gt=0.0)
-    weight_decay: Float = Field(0.0, ge=0.0)
-    momentum: Float = Field(0.9, ge=0.0, lt=1.0)  # SGD only
-    nesterov: bool = False  # SGD only
-    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = (
-        0.9, 0.999)  # Adam / AdamW only; each in [0, 1)
+    name: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam, adamw or sgd")
+    lr: Float = Field(1e-3, gt=0.0, description="learning rate (the peak, with a scheduler)")
+    weight_decay: Float = Field(0.0, ge=0.0, description="L2 penalty (adam, sgd) or decoupled decay (adamw)")
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum")
+    betas: tuple[Annotated[Float, Field(ge=0.0, lt=1.0)], Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
+        (0.9, 0.999), description="adam and adamw only: the two moving averages' decay rates, each in [0, 1)")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -199,13 +208,14 @@ class OptimizerConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    name: Literal["none", "step", "cosine", "onecycle"] = "none"
-    warmup_epochs: Float = Field(0.0, ge=0.0)  # linear warm-up before none/step/cosine
-    step_size: Int = Field(5, ge=1)  # step: epochs between decays
-    gamma: Float = Field(0.1, gt=0.0)  # step: decay factor
-    min_lr: Float = Field(0.0, ge=0.0)  # cosine: final learning rate
-    max_lr: Float | None = Field(None, gt=0.0)  # onecycle: peak (default: optimizer.lr)
-    pct_start: Float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: fraction spent rising
+    name: Literal["none", "step", "cosine", "onecycle"] = Field(
+        "none", description="learning-rate schedule, stepped every batch: none, step, cosine or onecycle")
+    warmup_epochs: Float = Field(0.0, ge=0.0, description="linear warm-up before none, step or cosine (epochs)")
+    step_size: Int = Field(5, ge=1, description="step: epochs between decays")
+    gamma: Float = Field(0.1, gt=0.0, description="step: decay factor")
+    min_lr: Float = Field(0.0, ge=0.0, description="cosine: final learning rate")
+    max_lr: Float | None = Field(None, gt=0.0, description="onecycle: peak rate; null: optimizer.lr")
+    pct_start: Float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the steps spent rising")
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -215,13 +225,13 @@ class SchedulerConfig(_Section):
 
 
 class Config(_Section):
-    name: str = "run"
-    seed: Int = Field(0, ge=0, lt=2**32)  # the range NumPy's seeds have too
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
+    name: str = Field("run", description="names the run folder: runs/<name>-YYYYmmdd-HHMMSS")
+    seed: Int = Field(0, ge=0, lt=2**32, description="seeds the init, the split and the batch order")  # NumPy's range
+    data: DataConfig = Field(DataConfig(), description="the data set")
+    model: ModelConfig = Field(ModelConfig(), description="the MLP: Flatten → [Linear → norm → activation → dropout] × depth → Linear")
+    train: TrainConfig = Field(TrainConfig(), description="the training loop")
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), description="the optimizer")
+    scheduler: SchedulerConfig = Field(SchedulerConfig(), description="the learning-rate schedule")
 
     @field_validator("name")
     @classmethod
@@ -246,10 +256,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         source = str(path)
         raw = read_yaml(path)
+    given: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
-    return validate_config(raw, source)
+        given[key] = item
+    return validate_config(raw, source, given)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -363,21 +375,41 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+def validate_config(raw: dict[str, Any], source: str = "config", overrides: dict[str, str] | None = None) -> Config:
+    """The validated config; a mistake is a UserError blamed on ``source`` (the file), or on the
+    ``--set`` in ``overrides`` (key → the item as typed) that the faulty field came from."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{source}: {_describe(e)}") from None
+        raise UserError(f"{_blame(_faulty(e)[0], source, overrides or {})}: {_describe(e)}") from None
 
 
-def _describe(error: ValidationError) -> str:
-    """The first validation problem as one line that names the field and the fix."""
+def _blame(field: str, source: str, overrides: dict[str, str]) -> str:
+    """``--set KEY=VALUE`` when the faulty field is (within) one that --set gave; the file and the
+    --set when the field is a section a --set wrote into (a check across its fields); else the file."""
+    for key, item in overrides.items():
+        if field == key or field.startswith(key + "."):
+            return f"--set {item}"
+    inside = [item for key, item in overrides.items() if key.startswith(field + ".")]
+    if inside and field:
+        return f"{source} with --set {' --set '.join(inside)}"
+    return source
+
+
+def _faulty(error: ValidationError) -> tuple[str, dict]:
+    """The dotted name of the field the first problem is in, and that problem."""
     # A value that fits no branch of a union (width: one int or a list of ints) gets one error
     # per branch; the deepest names the element at fault ([64, true] → the true, not "not an int").
     err = max(error.errors(), key=lambda e: len(e["loc"]))
     # Pydantic adds the union branch it tried ("int", "list[...]") to the location; drop it.
     loc = [p for p in err["loc"] if isinstance(p, int) or not ("[" in p or p in _BRANCH_NAMES)]
-    field = ".".join(str(p) for p in loc) or "config"
+    return ".".join(str(p) for p in loc), {**err, "loc": loc}
+
+
+def _describe(error: ValidationError) -> str:
+    """The first validation problem as one line that names the field and the fix."""
+    field, err = _faulty(error)
+    loc, field = err["loc"], field or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
         loc = [str(p) for p in loc]
@@ -412,3 +444,34 @@ def _section_at(loc: list[str]):
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+TEMPLATE_HEADER = """\
+# An mlp config: every key, with its value and what it means (`mlp train --print-config`).
+# Save it as a file, change what you like, and train with `mlp train --config FILE`;
+# a key left out keeps the value shown here.
+"""
+
+
+def commented_yaml(cfg: Config) -> str:
+    """``cfg`` as YAML with each key's description (its Field's) as a comment beside it."""
+    lines = [TEMPLATE_HEADER.rstrip("\n")]
+    values = cfg.to_dict()
+    for name, field in Config.model_fields.items():
+        section = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) \
+            else None
+        if section is None:
+            lines.append(f"{name}: {_flow(values[name])}{_comment(field)}")
+            continue
+        lines += ["", f"{name}:{_comment(field)}"]
+        lines += [f"  {key}: {_flow(values[name][key])}{_comment(sub)}" for key, sub in section.model_fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _comment(field) -> str:
+    return f"  # {field.description}" if field.description else ""
+
+
+def _flow(value: Any) -> str:
+    """One value as YAML on one line: null, [0.9, 0.999], {name: elu, alpha: 0.5}, a quoted string."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()

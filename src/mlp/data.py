@@ -77,10 +77,13 @@ def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
     return Path(root) / info.folder, files
 
 
-def ensure_files(name: str, root: Path, download: bool, for_eval: bool = False) -> None:
+def ensure_files(name: str, root: Path, download: bool, for_eval: bool = False,
+                 point: str = f"point data.root (or ${DATA_ROOT_ENV}) at the folder that holds {{folder}}/") -> None:
     """Download the missing files if asked to; else a UserError naming them and the fix.
 
-    ``for_eval``: the command takes ``--data-root`` rather than a config, so that is the fix named.
+    ``for_eval``: the command takes ``--data-root`` rather than a config, so that is the fix named
+    (and nothing is downloaded).  ``point``: how the user points mlp at the folder that holds
+    ``{folder}`` (MNIST/raw, ...).
     """
     folder, files = expected_files(name, root)
     missing = [f for f in files if not (folder / f).is_file()]
@@ -102,8 +105,7 @@ def ensure_files(name: str, root: Path, download: bool, for_eval: bool = False) 
             missing = [f for f in files if not (folder / f).is_file()]
     raise UserError(
         f"data set '{name}' is missing {', '.join(missing)} in {folder}/: {reason}; "
-        f"or copy torchvision's files there, or point data.root (or ${DATA_ROOT_ENV}) "
-        f"at the folder that holds {folder.relative_to(root)}/"
+        f"or copy torchvision's files there, or {point.format(folder=folder.relative_to(root))}"
     )
 
 

@@ -63,6 +63,14 @@ def first_line(error: BaseException | str, last: bool = False) -> str:
     return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
+def first_sentence(error: BaseException | str) -> str:
+    """The first sentence of an error's first line: torch follows what went wrong with a paragraph
+    of general advice ("This is an internal miniz error. If you are seeing this error, ...")."""
+    line = first_line(error)
+    end = line.find(". ")
+    return line[:end] if end > 0 else line.rstrip(".")
+
+
 def did_you_mean(word: str, choices, prefix: str = "") -> str:
     """``"did you mean 'X'?"`` for the choice closest to ``word`` (``prefix`` + X), or ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1)

@@ -23,7 +23,8 @@ CURVE_POINTS = 1001
 PIXEL_IMAGES = 8  # images per data set row
 
 
-def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None) -> list[Path]:
+def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, dataset: str | None = None,
+                     data_root: Path | None = None) -> list[Path]:
     """Write ``<out>/<name>.png`` per activation and ``<out>/overview.png`` (with a data set, also
     ``<out>/before_after_<name>.png`` and ``<out>/before_after.png``); log the same to ``log_dir``."""
     from mlp.observe.figures import activation_curve, activation_figure, activations_overview_figure, to_rgb_array
@@ -34,7 +35,7 @@ def draw_activations(out: Path, log_dir: Path, names: list[str] | None = None, d
     except ValueError as e:
         raise UserError(f"--activation: {e}") from None
     chosen = list(dict.fromkeys(chosen))  # an alias and its name are the same activation
-    images = _sample_images(dataset) if dataset else None
+    images = _sample_images(dataset, data_root) if dataset else None
     output_folder(out, "--out")
     output_folder(log_dir, "--log-dir")
 
@@ -83,8 +84,9 @@ def _before_after_figures(images: torch.Tensor, after: dict[str, torch.Tensor], 
     return figures
 
 
-def _sample_images(dataset: str) -> torch.Tensor:
-    """The first test images of ``dataset``, normalised with the split's own mean and std."""
+def _sample_images(dataset: str, data_root: Path | None) -> torch.Tensor:
+    """The first test images of ``dataset`` (in ``data_root``, else $MLP_DATA_ROOT, else ./data),
+    normalised with the split's own mean and std."""
     from mlp.config import DataConfig
     from mlp.data import DATASETS, channel_stats, ensure_files, normalise, read_split, resolve_root, to_unit
     from mlp.errors import UserError
@@ -93,8 +95,8 @@ def _sample_images(dataset: str) -> torch.Tensor:
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)} (a folder of images is a "
                         "training data set, data.dataset: folder in a config)")
     cfg = DataConfig(dataset=dataset)
-    root = resolve_root(cfg.root)
-    ensure_files(dataset, root, cfg.download)
+    root = Path(data_root) if data_root is not None else resolve_root(cfg.root)
+    ensure_files(dataset, root, cfg.download, point="give --data-root DIR, the folder that holds {folder}/ (or set $MLP_DATA_ROOT to it)")
     images, _, _ = read_split(dataset, root, train=False)
     mean, std = channel_stats(to_unit(images, torch.device("cpu")))
     return normalise(images[:PIXEL_IMAGES], mean, std, torch.device("cpu"))

@@ -107,6 +107,7 @@ def run_compare(config: Path, activations: str | None, sets: list[str], out: Pat
         return 1
     from mlp.comparison.report import write_report
 
+    _say(f"report   building it from the {len(runs)} runs (figures, findings) ...")
     summary_file, report_file = write_report(out, runs, config, sets)
     _say(f"summary  {summary_file}\nreport   {report_file}\ncurves   tensorboard --logdir {out}")
     return 0

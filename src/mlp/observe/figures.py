@@ -21,6 +21,7 @@ DPI = 150  # every figure is rendered (and its PNG marked) at this resolution: s
 FONT = {"text": 11, "small": 10, "title": 12}  # points; nothing smaller than 10
 # Okabe-Ito colours: told apart with every common colour-vision deficiency
 BLUE, ORANGE, VERMILLION, GREY = "#0072B2", "#E69F00", "#D55E00", "#999999"
+DIAGONAL_GREY = "#DDDDDD"  # the confusion matrix's correct cells: counted, not coloured
 
 
 def _figure(width: float, height: float):
@@ -63,13 +64,15 @@ def short_names(classes: list[str]) -> list[str]:
 
 
 def confusion_matrix_figure(confusion: list[list[int]], classes: list[str], title: str = "confusion matrix"):
-    """Counts in the cells, colour by the share of the true class on a log scale.
+    """Counts in the cells; the errors coloured by their share of the true class, the correct
+    ones (the diagonal) light grey.
 
-    The errors are a few images in a thousand: on a linear scale their cells stay white.  On a
-    log scale from the smallest share that occurs to 100%, one wrong image is already coloured.
+    The colour scale spans the errors alone, from 0 to the largest, on a square-root scale: the
+    biggest confusion is the darkest cell, and one wrong image in a thousand is still coloured,
+    paler.  (With the diagonal on the scale, at 99%, every error would be the same pale tint.)
     Empty cells (no image) stay white and carry no number.
     """
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import ListedColormap, PowerNorm
 
     matrix = np.asarray(confusion, dtype=np.int64)
     n = len(classes)
@@ -80,22 +83,25 @@ def confusion_matrix_figure(confusion: list[list[int]], classes: list[str], titl
     fig.subplots_adjust(left=0.2 if rotate else 0.1, bottom=0.2 if rotate else 0.1, right=0.97, top=0.88)
     ax = fig.subplots()
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    smallest = float(share[share > 0].min()) if (share > 0).any() else 1e-3
-    norm = LogNorm(vmin=min(0.8 * smallest, 0.1), vmax=1.0)  # one image already gets a colour
-    image = ax.imshow(np.ma.masked_equal(share, 0.0), cmap=_cmap("viridis_r"), norm=norm)
+    errors = np.where(np.eye(n, dtype=bool), 0.0, share)
+    norm = PowerNorm(0.5, vmin=0.0, vmax=max(float(errors.max()), 1e-3))
+    clear = (0.0, 0.0, 0.0, 0.0)  # masked cells let the axes' white show
+    ax.imshow(np.ma.masked_where(~np.eye(n, dtype=bool) | (matrix == 0), np.ones((n, n))),
+              cmap=ListedColormap([DIAGONAL_GREY]).with_extremes(bad=clear))
+    image = ax.imshow(np.ma.masked_equal(errors, 0.0), cmap=_cmap("viridis_r").with_extremes(bad=clear), norm=norm)
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
-    bar.set_label("share of the true class (log scale)", fontsize=FONT["text"])
+    bar.set_label("errors: share of the true class (square-root scale)", fontsize=FONT["text"])
     bar.ax.tick_params(labelsize=FONT["small"])
     bar.ax.yaxis.set_major_formatter(_percent_formatter())
     ax.set_xticks(range(n), names, rotation=90 if rotate else 0)
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_ylabel("true class (grey: classified correctly)")
     _fonts(ax, f"{title}\n{_worst_confusion(matrix, share, names)}")
     if n <= 20:
         for i, j in zip(*np.nonzero(matrix)):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=FONT["small"],
-                    color="white" if norm(share[i, j]) > 0.55 else "black")
+                    color="white" if i != j and norm(errors[i, j]) > 0.55 else "black")
     return fig
 
 
@@ -105,10 +111,10 @@ def _cmap(name: str):
     return colormaps[name].with_extremes(bad="white")  # masked (empty) cells are white
 
 
-def _percent_formatter():
+def _percent_formatter(scale: float = 100):
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda v, _: f"{v * 100:.3g}%")
+    return FuncFormatter(lambda v, _: f"{v * scale:.3g}%")
 
 
 def _worst_confusion(matrix: np.ndarray, share: np.ndarray, names: list[str]) -> str:
@@ -123,32 +129,48 @@ def _worst_confusion(matrix: np.ndarray, share: np.ndarray, names: list[str]) ->
 
 
 def per_class_accuracy_figure(per_class: list[float], classes: list[str], title: str = "per-class accuracy"):
-    """Bars on the whole 0-100% axis, each labelled with its value; the mean over classes dashed."""
+    """A dot per class, labelled with its value, on an axis that spans the values (97.9% and 99.2%
+    look alike on 0-100%), so dots rather than bars, whose length would mislead on such an axis;
+    the mean over classes dashed, the lowest class in vermilion (orange-red)."""
     n = len(classes)
     fig = _figure(min(max(6.5, 0.45 * n + 1.5), 40.0), 4.2)
     names = short_names(classes)
     rotate = max(map(len, names)) > 2
-    fig.subplots_adjust(left=0.1, bottom=0.3 if rotate else 0.14, right=0.98, top=0.86)
+    fig.subplots_adjust(left=0.13, bottom=0.3 if rotate else 0.14, right=0.98, top=0.86)
     ax = fig.subplots()
     accuracy = np.asarray(per_class) * 100
     worst = int(np.argmin(accuracy))
-    bars = ax.bar(range(n), accuracy, color=[VERMILLION if k == worst else BLUE for k in range(n)])
+    colours = [VERMILLION if k == worst else BLUE for k in range(n)]
+    ax.vlines(range(n), accuracy_floor(accuracy), accuracy, colors=colours, lw=1.5, alpha=0.35)
+    ax.scatter(range(n), accuracy, s=60, c=colours, zorder=3)
     digits = 2 if n <= 12 else 1  # two decimals tell 96.84 from 96.79 where there is room
     if n <= 30:  # beyond that the labels would overlap
-        ax.bar_label(bars, [f"{a:.{digits}f}" for a in accuracy], padding=2, fontsize=FONT["small"],
-                     rotation=90 if n > 15 else 0)
+        for k, a in enumerate(accuracy):
+            ax.annotate(f"{a:.{digits}f}", (k, a), textcoords="offset points", xytext=(0, 7), ha="center",
+                        fontsize=FONT["small"], rotation=90 if n > 15 else 0)
     mean = float(accuracy.mean())
     ax.axhline(mean, color=GREY, ls="--", lw=1.2, label=f"mean over classes {mean:.{digits}f}%")
-    ax.legend(loc="lower right", fontsize=FONT["small"], framealpha=0.9)
+    ax.legend(loc="best", fontsize=FONT["small"], framealpha=0.9)
     ax.set_xticks(range(n), names, rotation=90 if rotate else 0)
-    ax.set_ylim(0.0, 112.0 if n <= 15 else 125.0)  # room for the labels above a full bar
-    ax.set_yticks(range(0, 101, 20))
+    low, high = accuracy_floor(accuracy), 100.0
+    ax.set_ylim(low, high + (high - low) * (0.12 if n <= 15 else 0.25))  # room for the labels above
+    ax.yaxis.set_major_formatter(_percent_formatter(scale=1))
     ax.set_xlabel("class")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy" + ("" if low == 0 else f" (axis from {low:g}%)"))
     ax.grid(axis="y", alpha=0.3)
-    _fonts(ax, f"{title}\nlowest: {names[worst]} at {accuracy[worst]:.{digits}f}% (red); highest: "
+    _fonts(ax, f"{title}\nlowest: {names[worst]} at {accuracy[worst]:.{digits}f}% (orange-red); highest: "
                f"{names[int(np.argmax(accuracy))]} at {accuracy.max():.{digits}f}%")
     return fig
+
+
+def accuracy_floor(accuracy: np.ndarray) -> float:
+    """The bottom of a per-class axis (in %): below the lowest value by a fifth of the spread up
+    to 100%, rounded down to a round number, and 0 when the spread is most of the axis anyway."""
+    spread = 100.0 - float(accuracy.min())
+    if spread >= 50:
+        return 0.0
+    step = 10 ** math.floor(math.log10(max(spread, 0.05))) / 2  # 0.5 for a spread of 1-10 points
+    return max(0.0, math.floor((float(accuracy.min()) - max(spread / 5, step)) / step) * step)
 
 
 def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:

@@ -16,7 +16,7 @@ MNIST border) makes a large deviation, not an infinite one.  The profile is fitt
 first ``FIT_IMAGES`` training images when training starts and calibrated on the next
 ``CALIBRATION_IMAGES``, which it was not fitted on, so the threshold is honest; it is stored
 in the checkpoint (two numbers a pixel: 6 kB for MNIST).  Measured on the real MNIST (see
-the README): 0.1% of the test digits are flagged; every inverted digit and every noise image is.
+docs/scaling.md): 0.1% of the test digits are flagged; every inverted digit and every noise image is.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 TensorBoard's Time Series tab orders tag groups alphabetically and opens the first two, so the
 groups are named for that order: ``accuracy`` and ``loss`` first, then ``per_layer`` (the
 diagnostics of ``mlp.observe.diagnostics``, one card per metric and hidden layer, layers of one metric
-side by side), ``predictions`` and ``samples`` (images), ``summary`` (the run's diagnostics in
-two numbers) and ``training`` (learning rate, speed).  Every tag carries a description (the
+side by side), ``summary`` (the run's diagnostics in two numbers), ``training`` (learning rate,
+speed) and last ``visuals``, every image, so that the cards of images come after the charts.  Every tag carries a description (the
 (i) beside a card's title), written with its first value; values are written in TensorBoard's
 tensor format, the one whose descriptions its default (fast) loader keeps.
 
@@ -14,8 +14,8 @@ tensor format, the one whose descriptions its default (fast) loader keeps.
 - ``per_layer/<metric>/<layer>`` (x = optimizer step, layer 1 next to the input): scalars at the
   diagnostics' measured steps, histograms every ``train.histogram_every`` epochs;
 - ``summary/inactive_max``, ``summary/signal_ratio_first|last`` per epoch, also HParams metrics;
-- images ``samples/inputs`` (at the start), ``predictions/misclassified_val``,
-  ``predictions/confusion_matrix_test``, ``predictions/per_class_accuracy_test`` (at the end),
+- images ``visuals/inputs`` (at the start), ``visuals/misclassified_val``,
+  ``visuals/confusion_matrix_test``, ``visuals/per_class_accuracy_test`` (at the end),
   and the model graph.
 
 A custom-scalars layout (the Custom Scalars tab) puts the layers of one metric on one chart, and
@@ -50,13 +50,13 @@ from torch.utils.tensorboard.summary import image as image_summary
 
 from mlp.config import activation_label
 
-SAMPLE_IMAGES = 64  # in the samples/inputs grid
+SAMPLE_IMAGES = 64  # in the visuals/inputs grid
 _SCALAR = TensorShapeProto()  # a 0-d tensor
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(None, None)
 _PER_EPOCH = (" One point per epoch. TensorBoard's defaults bend such a short series: smoothing (0.6) "
               "pulls each point towards the earlier ones, and 'Ignore outliers in chart scaling' sets the "
               "y range from the 5th to the 95th percentile of the points, which leaves the first and last "
-              "epochs outside the chart. The image accuracy/epochs draws the same numbers as they are "
+              "epochs outside the chart. The image visuals/epochs draws the same numbers as they are "
               "(or set smoothing to 0 and untick that box in Settings).")
 DESCRIPTIONS = {
     "accuracy/train": "Share of the epoch's training images classified correctly, counted during training "
@@ -76,13 +76,14 @@ DESCRIPTIONS = {
                                   "layer, at the first measured step: far below 1 means the gradient "
                                   "vanishes on its way back to the input (per_layer/signal).",
     "summary/signal_ratio_last": "The same ratio at the latest measured step.",
-    "samples/inputs": "The first training images, as the network sees them before normalisation.",
-    "accuracy/epochs": "Accuracy and loss after each epoch, training and validation, drawn as they are (no "
+    "visuals/inputs": "The first training images, as the network sees them before normalisation.",
+    "visuals/epochs": "Accuracy and loss after each epoch, training and validation, drawn as they are (no "
                        "smoothing, no range trimming): the per-epoch charts below show the same numbers.",
-    "predictions/misclassified_val": "Validation images the best checkpoint gets wrong, with predicted and "
+    "visuals/misclassified_val": "Validation images the best checkpoint gets wrong, with predicted and "
                                      "true class (misclassified_test when there is no validation split).",
-    "predictions/confusion_matrix_test": "Test split: true class (rows) against predicted class (columns).",
-    "predictions/per_class_accuracy_test": "Test split: accuracy of each class; the weakest in red.",
+    "visuals/confusion_matrix_test": "Test split: true class (rows) against predicted class (columns).",
+    "visuals/per_class_accuracy_test": "Test split: accuracy of each class, on an axis that spans the values; "
+                                           "the weakest in orange-red.",
 }
 # per_layer/<metric>/<layer>; "{i}" is the layer, counted from 1 next to the input
 LAYER_DESCRIPTIONS = {
@@ -108,10 +109,9 @@ LAYER_DESCRIPTIONS = {
     "weight_grads": "Histogram of the gradient of hidden{j}.linear.weight at the epoch's last step.",
 }
 LAYOUT_METRICS = ("signal", "inactive", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
-# The HParams table: the first five columns shown, then the metrics, the first five shown.
-MAIN_HPARAMS = {"model.activation": "activation", "model.depth": "depth", "model.width": "width",
-                "optimizer.lr": "lr", "optimizer.name": "optimizer"}
-NEXT_HPARAMS = {"model.init": "init", "model.dropout": "dropout", "model.norm": "norm"}
+# The HParams table: the first five columns shown (each named as in the config, dotted), then
+# the metrics, the first five shown.
+MAIN_HPARAMS = ("model.activation", "model.depth", "model.init", "model.width", "optimizer.lr")
 HPARAM_METRICS = {"accuracy/test": "test accuracy", "accuracy/val": "val accuracy",
                   "summary/inactive_max": "largest inactive fraction",
                   "summary/signal_ratio_first": "signal layer 1 / last, first step",
@@ -158,7 +158,7 @@ class RunLogger:
         self.writer = None
         self.run_dir = Path(run_dir)
         self.described: set[str] = set()  # tags whose description is written (with their first value)
-        self.epochs: list[dict] = []  # every epoch's record, for the accuracy/epochs figure
+        self.epochs: list[dict] = []  # every epoch's record, for the visuals/epochs figure
         if enabled and purge_step is not None:  # a resumed run: the epochs before it
             self.epochs = _finished_epochs(Path(run_dir), purge_step)
         if enabled:
@@ -196,7 +196,7 @@ class RunLogger:
         from mlp.observe.figures import denormalise
 
         # add_images tiles the batch into one grid itself (and needs no torchvision import)
-        self._image("samples/inputs", denormalise(examples, mean, std), 0, "NCHW")
+        self._image("visuals/inputs", denormalise(examples, mean, std), 0, "NCHW")
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.scalars({tag: value}, step)
@@ -240,10 +240,10 @@ class RunLogger:
 
     @_writes
     def epoch_curves(self, epoch: int) -> None:
-        """The per-epoch accuracy and loss so far as one figure (``accuracy/epochs``), exact where
+        """The per-epoch accuracy and loss so far as one figure (``visuals/epochs``), exact where
         TensorBoard's chart defaults bend a series of a few points."""
         if self.writer is not None and self.epochs:
-            self._figure("accuracy/epochs", epochs_figure(self.epochs), epoch)
+            self._figure("visuals/epochs", epochs_figure(self.epochs), epoch)
 
     @_writes
     def layer_stats(self, step: int, metrics: dict[str, list[float | None]]) -> None:
@@ -276,7 +276,7 @@ class RunLogger:
 
         if len(images):
             fig = misclassified_figure(denormalise(images.cpu(), mean, std), predicted.tolist(), true.tolist(), classes)
-            self._figure(f"predictions/misclassified_{split}", fig, epoch)
+            self._figure(f"visuals/misclassified_{split}", fig, epoch)
 
     @_writes
     def test(self, epoch: int, result: dict, classes: list[str], figures: bool = True) -> None:
@@ -286,9 +286,9 @@ class RunLogger:
         if figures:
             from mlp.observe.figures import confusion_matrix_figure, per_class_accuracy_figure
 
-            self._figure("predictions/confusion_matrix_test", confusion_matrix_figure(result["confusion"], classes),
+            self._figure("visuals/confusion_matrix_test", confusion_matrix_figure(result["confusion"], classes),
                          epoch)
-            self._figure("predictions/per_class_accuracy_test",
+            self._figure("visuals/per_class_accuracy_test",
                          per_class_accuracy_figure(result["per_class_accuracy"], classes), epoch)
         _, _, session_end = hparams({}, {})  # status: success
         self.writer.file_writer.add_summary(session_end)
@@ -428,15 +428,14 @@ def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
 def hparam_summaries(values: dict[str, Any]) -> list[Summary]:
     """The declared experiment and this run's session start.  TensorBoard's HParams table shows five
     hyperparameter columns at first, those it is told "differ" first and then by name: the five
-    MAIN_HPARAMS; init, dropout and norm are the next ticks in its sidebar."""
+    MAIN_HPARAMS.  Every column is named as the config key it is (model.width, not width)."""
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams.metadata import EXPERIMENT_TAG, PLUGIN_DATA_VERSION, PLUGIN_NAME
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     _, session_start, _ = hparams(values, {})
-    shown = {**MAIN_HPARAMS, **NEXT_HPARAMS}
     infos = [api_pb2.HParamInfo(
-        name=name, display_name=shown.get(name, name), differs=name in MAIN_HPARAMS,
+        name=name, display_name=name, differs=name in MAIN_HPARAMS,
         type=api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, float) else api_pb2.DATA_TYPE_STRING)
         for name, value in values.items()]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label, description=describe(tag))

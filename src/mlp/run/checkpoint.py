@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mlp.errors import UserError, first_line
+from mlp.errors import UserError, first_line, first_sentence
 from mlp.files import require_file
 from mlp.run.durable import atomic_write_bytes, atomic_write_json, json_bytes  # noqa: F401 (their home before)
 
@@ -108,7 +108,7 @@ def read_torch_file(path: Path) -> Any:
         raise UserError(f"{path} is not an mlp checkpoint: it is a Python pickle that torch.save did not "
                         "write, or a damaged file") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is truncated or corrupt ({first_line(e)}); use another copy") from None
+        raise UserError(f"{path} is truncated or corrupt ({first_sentence(e)}); use another copy") from None
 
 
 # The first bytes of files people mistake for checkpoints.
@@ -156,7 +156,7 @@ def _check_zip_crcs(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise UserError(f"{path} is truncated or corrupt ({e}); use another copy") from None
+        raise UserError(f"{path} is truncated or corrupt ({first_sentence(e)}); use another copy") from None
     if damaged is not None:
         raise UserError(f"{path} is corrupt: '{damaged}' inside it fails its checksum; use another copy")
 

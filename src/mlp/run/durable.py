@@ -127,7 +127,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2) + "\n").encode()
+    from mlp.numbers import dumps  # floats to float32's 7 digits, NaN as null (mlp.numbers)
+
+    return (dumps(obj, indent=2) + "\n").encode()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -157,8 +157,12 @@ def split_values(text: str) -> list[str]:
 
 def load_space(path: Path) -> Space:
     """Read and check a search space file; any mistake is one line naming the file and the key."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
+    from mlp.config import MAX_CONFIG_BYTES, parse_yaml
+    from mlp.files import read_limited
+
+    try:  # parse_yaml refuses an alias bomb in one line, as it does in a config
+        raw = parse_yaml(read_limited(Path(path), MAX_CONFIG_BYTES, "--search", "a search space").decode(),
+                         f"--search {path}")
     except FileNotFoundError:
         raise UserError(f"--search {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:

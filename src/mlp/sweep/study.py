@@ -280,11 +280,15 @@ def stored_sweep(storage_spec: str, name: str) -> tuple[dict[str, Any], int]:
 def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
     """In a trial's `mlp train` process: report each epoch's validation accuracy to the study
     and raise Pruned when the study's pruner says the trial lags (never after the last epoch)."""
-    spec = json.loads(text)
+    spec = _trial_spec(text)
     optuna = quiet_optuna()
-    study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
-                              sampler=optuna.samplers.RandomSampler(),  # nothing is sampled here
-                              pruner=make_pruner(spec["pruner"], spec["budget"]))
+    try:
+        study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
+                                  sampler=optuna.samplers.RandomSampler(),  # nothing is sampled here
+                                  pruner=make_pruner(spec["pruner"], spec["budget"]))
+    except (KeyError, ValueError, TypeError, UserError) as e:
+        raise UserError(f"${TRIAL_ENV} names study '{spec['study']}', which cannot be opened ({e}); "
+                        f"unset {TRIAL_ENV} to train outside a sweep") from None
     trial = optuna.trial.Trial(study, spec["trial_id"])
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
@@ -299,4 +303,27 @@ def epoch_reporter(text: str) -> Callable[[int, dict[str, Any]], None]:
             raise Pruned(epoch)
 
     return on_epoch
+
+
+# What child_env writes, field by field: anything else in $MLP_STUDY_TRIAL was not set by mlp sweep.
+_TRIAL_FIELDS = {"storage": str, "study": str, "trial_id": int, "number": int, "pruner": str, "budget": int,
+                 "epochs": int}
+
+
+def _trial_spec(text: str) -> dict[str, Any]:
+    """$MLP_STUDY_TRIAL read back; a UserError when it is not what mlp sweep sets."""
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        spec = None
+    wrong = not isinstance(spec, dict) or any(
+        not isinstance(spec.get(k), t) or isinstance(spec.get(k), bool) for k, t in _TRIAL_FIELDS.items())
+    unset = f"unset {TRIAL_ENV} to train on your own"
+    if wrong:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UserError(f"${TRIAL_ENV} is set to {shown!r}, which is not a trial that mlp sweep started "
+                        f"(it sets this for its own `mlp train` children); {unset}")
+    if "://" not in spec["storage"] and not Path(spec["storage"]).is_file():
+        raise UserError(f"${TRIAL_ENV} names the study journal {spec['storage']}, which does not exist; {unset}")
+    return spec
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp.training import distributed
+from mlp.training.progress import runs_root_of
 from mlp.run.checkpoint import load_checkpoint
 from mlp.config import Config, dump_yaml, load_config, parse_override, set_dotted, validate_config
 from mlp.errors import Interrupted, RunEnded, UserError
@@ -109,7 +110,9 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
           f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
     if trainer.diagnostics.report():
         print(trainer.diagnostics.report())
-    print(f"curves   tensorboard --logdir {folder.path.parent}")
+    if trainer.resumed_at is not None:
+        print(f"resumed  at epoch {trainer.resumed_at[0]}, step {trainer.resumed_at[1]}")
+    print(f"curves   tensorboard --logdir {runs_root_of(folder.path)}")
     return summary
 
 

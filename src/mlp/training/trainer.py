@@ -16,10 +16,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
 from mlp import __version__
 from mlp.training import distributed
+from mlp.training.progress import progress_bar
 from mlp.config import Config, activation_label
 from mlp.data import augment, augment_kind, batches_per_epoch, epoch_batches, load_data
 from mlp.device import pick_device, resolve_precision
@@ -69,6 +69,7 @@ class Trainer:
         self.augment_kind = augment_kind(cfg.data.dataset) if cfg.data.augment else None
         self.logger: RunLogger | None = None
         self.diagnostics: LayerDiagnostics | None = None
+        self.resumed_at: tuple[int, int] | None = None
 
     @contextmanager
     def timed(self, phase: str):
@@ -114,6 +115,8 @@ class Trainer:
             self.optimizer.load_state_dict(resume["optimizer"])
             self.scaler.load_state_dict(resume["scaler"])
             if self.scheduler is not None and resume["scheduler"] is not None:
+        # said at the end: the epoch it went on with (1-based) and the steps already done
+        self.resumed_at = (min(self.state.epoch + 1, self.cfg.train.epochs), self.state.step)
                 self.scheduler.load_state_dict(resume["scheduler"])
             self.state.load_state_dict(resume, count_carried=self.is_main)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
@@ -179,8 +182,7 @@ class Trainer:
                                 self.world_size, self.min_last_batch)
         metrics = EpochMetrics(batches, s.batch, s.carried, self.data.train.labels)
         self.model.train()
-        bar = tqdm(total=len(batches), initial=s.batch, desc=f"epoch {s.epoch + 1}/{self.cfg.train.epochs}",
-                   leave=False, dynamic_ncols=True, disable=not self.progress)
+        bar = progress_bar(len(batches), s.batch, f"epoch {s.epoch + 1}/{self.cfg.train.epochs}", self.progress)
         started = time.perf_counter()
         for idx in batches[s.batch:]:
             loss, logits = self.train_step(idx)
@@ -228,7 +230,7 @@ class Trainer:
             self.scheduler.step()
         return loss.detach(), logits
 
-    def end_interval(self, stop: StopRequest, metrics: EpochMetrics, bar: tqdm) -> None:
+    def end_interval(self, stop: StopRequest, metrics: EpochMetrics, bar) -> None:
         """Every ``log_every`` steps: the interval's losses and diagnostics go to TensorBoard."""
         window, first = self.state.take_pending()
         if self.world_size > 1:  # every rank checks, logs and stops on the same numbers
@@ -312,5 +314,5 @@ def epoch_line(record: dict, epochs: int, best: bool) -> str:
              f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.2%}"]
     if "val_accuracy" in record:
         parts.append(f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}")
-    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f}/s)")
+    parts.append(f"lr {record['lr']:.2e}  {record['train_time_s']:.1f}s ({record['samples_per_s']:,.0f} samples/s)")
     return "  ".join(parts) + ("  *" if best else "")
