@@ -115,14 +115,14 @@ class Trainer:
             self.optimizer.load_state_dict(resume["optimizer"])
             self.scaler.load_state_dict(resume["scaler"])
             if self.scheduler is not None and resume["scheduler"] is not None:
-        # said at the end: the epoch it went on with (1-based) and the steps already done
-        self.resumed_at = (min(self.state.epoch + 1, self.cfg.train.epochs), self.state.step)
                 self.scheduler.load_state_dict(resume["scheduler"])
             self.state.load_state_dict(resume, count_carried=self.is_main)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             detail = first_line(str(e).strip().split("\n", 1)[-1])
             raise UserError(f"{where}: its state does not fit the model its config describes ({detail}); "
                             "resume from another copy, or start a new run") from None
+        # said at the end: the epoch it went on with (1-based) and the steps already done
+        self.resumed_at = (min(self.state.epoch + 1, self.cfg.train.epochs), self.state.step)
 
     def start(self, folder: RunFolder, resumed: bool) -> None:
         """Wrap the model for DDP and compilation, say what runs, open TensorBoard and the diagnostics."""
