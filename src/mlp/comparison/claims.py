@@ -71,7 +71,8 @@ def _ratio_check(name: str, run, want: str) -> Check | None:
         return None
     ratio, moment = found
     ok = ratio <= SMALL if want == "small" else ratio >= WHOLE
-    return Check(ok, f"{name} {ev.fraction(ratio)} at step {0 if moment == 'init' else 1}")
+    step = 0 if moment == "init" else 1
+    return Check(ok, f"with {name} layer 1 gets {ev.fraction(ratio)} the last hidden layer's signal at step {step}")
 
 
 def _run(summary, **want):
@@ -102,7 +103,7 @@ def _accuracy_check(better_name: str, better, worse_name: str, worse) -> Check |
     if a is None or b is None:
         return None
     ok = ev.above(a, b)
-    return Check(ok, f"test accuracy {better_name} {_acc_text(a)} vs {worse_name} {_acc_text(b)}")
+    return Check(ok, f"test accuracy with {better_name} {_acc_text(a)}, with {worse_name} {_acc_text(b)}")
 
 
 def _acc_text(r: tuple[float, float, float]) -> str:
@@ -206,14 +207,19 @@ def linear(summary: dict) -> list[str]:
     a, b = ev.accuracy_range(deep or {}), ev.accuracy_range(classifier or {})
     no_better = None
     if a is not None and b is not None:
-        no_better = Check(ev.above(a, b) is not True, f"test accuracy {depth(deep):.0f} identity layers "
-                          f"{_acc_text(a)} vs the linear classifier {_acc_text(b)}")
+        no_better = Check(ev.above(a, b) is not True, f"test accuracy with {depth(deep):.0f} identity layers "
+                          f"{_acc_text(a)}, with the linear classifier (no hidden layer) {_acc_text(b)}")
     name = f"{depth(one_layer):.0f} hidden layer of " + ev.activation_name(
         one_layer["settings"]["model.activation"]) if one_layer else "one nonlinearity"
     criterion = ("the deep linear network's test accuracy is not above the linear classifier's (range over seeds), "
                  f"and the network with {name} is above both in every seed")
-    checks = [no_better, _accuracy_check(name, one_layer, "the linear classifier", classifier),
-              _accuracy_check(name, one_layer, "the deep linear network", deep)]
+    checks = [no_better, _accuracy_check(name, one_layer, "the linear classifier", classifier)]
+    if checks[-1] is not None:  # the linear classifier's range is already given
+        checks[-1].text = checks[-1].text.split(", with the linear classifier")[0]
+    checks.append(_accuracy_check(name, one_layer, "the deep linear network", deep))
+    if checks[-1] is not None:
+        checks[-1].text = {True: "above", None: "overlapping", False: "not above"}[checks[-1].ok] + \
+            " the deep linear network's"
     return [ev.sentence("without an activation depth adds nothing: a deep linear network does no better than a "
                         "linear classifier, one nonlinearity does", criterion, checks, seeds)]
 
