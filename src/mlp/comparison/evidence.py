@@ -39,8 +39,9 @@ def verdict(checks: list[Check | None], seeds: int) -> str:
 
 def sentence(claim: str, criterion: str, checks: list[Check | None], seeds: int) -> str:
     """``Claim: ... Criterion: ... Measured: ...: <verdict>.`` with what could be measured."""
-    measured = "; ".join(c.text for c in checks if c is not None) or "no numbers for it in these runs"
-    missing = " (some of the runs it needs are missing)" if any(c is None for c in checks) and measured else ""
+    present = [c.text for c in checks if c is not None]
+    measured = "; ".join(present) or "no numbers for it in these runs"
+    missing = " (some of the numbers it needs are missing)" if present and len(present) < len(checks) else ""
     return f"Claim: {claim}. Criterion: {criterion}. Measured: {measured}{missing}: {verdict(checks, seeds)}."
 
 
