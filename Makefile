@@ -6,7 +6,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 BIN    := $(VENV)/bin
 
-.PHONY: setup train test test-fast test-slow clean
+.PHONY: setup train test test-fast test-slow test-experiments clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test-fast: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The built-in experiments (configs/experiments/, docs/experiments.md) on the real MNIST: each claim's verdict.
+test-experiments: setup
+	$(BIN)/python -m pytest -m experiments $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -22,6 +22,7 @@ ReLU's lower cost per step is within the noise for most activations on a busy CP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -322,14 +323,15 @@ def cost(summary: dict) -> list[str]:
 
 def measure_cost(summary: dict) -> dict | None:
     """The ``timing`` block: the summary's own, or measured now from the runs' configs (the first
-    seed's), and then written to ``timing.json`` in the folder that holds the runs."""
+    seed's), then kept in ``summary["timing"]`` and written to ``timing.json`` in the folder that
+    holds all the runs (the compare's output folder)."""
     if isinstance(summary.get("timing"), dict):
         return summary["timing"]
     from mlp.comparison.cost import measure
     from mlp.config import load_config
     from mlp.errors import UserError
 
-    configs, folders = {}, []
+    configs, folders = {}, []  # folders: every run's, to find the one that holds them all
     for label, run in (summary.get("runs") or {}).items():
         dirs = ev.run_dirs(run)
         if not dirs:
@@ -338,14 +340,13 @@ def measure_cost(summary: dict) -> dict | None:
             configs[label] = load_config(dirs[0] / "config.yaml")
         except UserError:
             return None
-        folders.append(dirs[0].resolve().parent)
+        folders += [d.resolve() for d in dirs]
     try:
         timing = measure(configs)
     except (RuntimeError, OSError, UserError):  # no memory for the networks, a device gone
         return None
-    common = folders[0] if all(f == folders[0] for f in folders) else None
-    if common is not None:
-        _write_timing(common / "timing.json", timing)
+    common = Path(os.path.commonpath(folders))
+    _write_timing((common.parent if common in folders else common) / "timing.json", timing)
     summary["timing"] = timing
     return timing
 
