@@ -85,6 +85,28 @@ def test_dying_relu_flips_with_the_dead_shares():
     assert verdict(evaluate_claim("dying-relu", dying(0.94, 0.25))[0]) == "not supported"
 
 
+def test_dying_relu_without_a_remedy_is_not_measured():
+    s = dying(0.94, 0.02)
+    del s["runs"]["relu, batch, 0.03"]
+    first = evaluate_claim("dying-relu", s)[0]
+    assert verdict(first) == "not measured" and "(some of the numbers it needs are missing)" in first
+    assert "ReLU at lr 0.03 94%" in first  # what was measured is still said
+    one_rate = summary({k: v for k, v in dying(0.94, 0.02)["runs"].items() if v["settings"]["optimizer.lr"] == 0.03})
+    for run_ in one_rate["runs"].values():
+        del run_["settings"]["optimizer.lr"]  # the learning rate not varied: no smaller one to judge
+    first = evaluate_claim("dying-relu", one_rate)[0]
+    assert verdict(first) == "not measured" and "ReLU at the high learning rate 94%" in first
+
+
+def test_activations_are_found_by_name_or_label():
+    s = summary({"leaky_relu(negative_slope=0.1)": run({"model.activation": "leaky_relu(negative_slope=0.1)"}),
+                 "ReLU": run({"model.activation": "ReLU"})})
+    from mlp.comparison import evidence
+    assert [label for label, _ in evidence.find(s, model__activation=evidence.is_activation("leaky_relu"))] == [
+        "leaky_relu(negative_slope=0.1)"]
+    assert evidence.one(s, model__activation=evidence.is_activation("relu"))[0] == "ReLU"
+
+
 def test_dying_relu_reads_each_seed_from_the_run_folders(tmp_path):
     s = dying(0.94, 0.02, seeds=2)
     high = s["runs"]["relu, none, 0.03"]

@@ -172,7 +172,7 @@ def dying_relu(summary: dict) -> list[str]:
                             optimizer__lr=at(high))),
         ("batch norm", _run(summary, model__activation=ev.is_activation("relu"),
                             model__norm=lambda v: v == "batch", optimizer__lr=at(high))),
-        (f"lr {low:g}" if low else "a smaller lr",
+        (f"lr {low:g}" if low else "a smaller lr", None if low is None else
          _run(summary, model__activation=ev.is_activation("relu"), model__norm=plain, optimizer__lr=at(low))),
     ]
     where = f"lr {high:g}" if high else "the high learning rate"

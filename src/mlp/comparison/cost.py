@@ -28,7 +28,9 @@ def measure(configs: dict[str, Any], rounds: int = ROUNDS, steps: int = STEPS_PE
     """Seconds per training step of each ``label → mlp.config.Config``'s network, in interleaved rounds.
 
     Every network gets the same random batch (``train.batch_size`` images of the dataset's
-    shape) on its config's device.  Returns ``{"device", "batch_size", "rounds",
+    shape) on its config's device, in fp32 and without ``torch.compile`` (the activation's own
+    cost, not a precision's or a compiler's); the output layer has the dataset's class count
+    where it is known without reading the data (the MNIST family), else 10, alike for all.  Returns ``{"device", "batch_size", "rounds",
     "steps_per_round", "per_step_s": {label: [one time per round]}, "median_s": {label: s}}``.
     """
     import torch
@@ -43,13 +45,14 @@ def measure(configs: dict[str, Any], rounds: int = ROUNDS, steps: int = STEPS_PE
     device = pick_device(first.train.device)
     shape = DATASETS[first.data.dataset].input_shape
     batch = first.train.batch_size
+    classes = len(DATASETS[first.data.dataset].classes) or 10
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *shape, generator=generator).to(device)
-    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    y = torch.randint(0, classes, (batch,), generator=generator).to(device)
     nets = {}
     for label, cfg in configs.items():
         torch.manual_seed(seed)
-        model = build_model(cfg.model, shape, 10).to(device).train()
+        model = build_model(cfg.model, shape, classes).to(device).train()
         nets[label] = (model, build_optimizer(cfg, model))
 
     def run(label: str, n: int) -> float:

@@ -62,10 +62,13 @@ def seeds_of(summary: dict[str, Any]) -> int:
 
 
 def activation_name(value: Any) -> str | None:
-    """``relu`` for ``"relu"``, ``"ReLU"`` or ``{name: relu, ...}``; None for anything else."""
+    """``leaky_relu`` for ``"leaky_relu"``, ``"Leaky-ReLU"``, ``{name: leaky_relu, ...}`` or the label
+    ``"leaky_relu(negative_slope=0.1)"``; None for anything else."""
     if isinstance(value, dict):
         value = value.get("name")
-    return value.strip().lower().replace("-", "_") if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    return value.split("(", 1)[0].strip().lower().replace("-", "_")
 
 
 def same_init(a: Any, b: str) -> bool:
