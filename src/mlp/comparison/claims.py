@@ -235,7 +235,12 @@ def _mean_check(name: str, run, centre: float) -> Check | None:
         return None
     means, moment = found
     ok = all(abs(m - centre) <= MEAN_CLOSE for m in means)
-    return Check(ok, f"{name} {' '.join(f'{m:.2f}' for m in means)} (layers 1–{len(means)}, {moment})")
+    return Check(ok, f"{name} {_means(means)} (layers 1–{len(means)}, {moment})")
+
+
+def _means(values: list[float]) -> str:
+    """Two decimals each, with no "-0.00"."""
+    return " ".join(f"{v:.2f}".replace("-0.00", "0.00") for v in values)
 
 
 def zero_centred(summary: dict) -> list[str]:
@@ -278,7 +283,7 @@ def _elu_sentence(elu, relu, seeds: int) -> str:
     check = None
     if a is not None and b is not None and len(a[0]) == len(b[0]):
         check = Check(all(abs(x) < abs(y) for x, y in zip(a[0], b[0])),
-                      f"ELU {' '.join(f'{m:.2f}' for m in a[0])}, ReLU {' '.join(f'{m:.2f}' for m in b[0])}")
+                      f"ELU {_means(a[0])}, ReLU {_means(b[0])}")
     return ev.sentence("ELU's mean output is nearer zero than ReLU's", "|mean output| smaller with ELU in every "
                        "layer", [check], seeds)
 
