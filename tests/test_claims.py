@@ -210,8 +210,9 @@ def test_cost_says_cheaper_dearer_or_within_the_noise():
     (sentence,) = evaluate_claim("cost", cost_summary([1.2, 1.25, 1.3, 1.22, 1.28]))
     assert verdict(sentence) == "supported" and "sigmoid 1.25× ReLU's time" in sentence
     (sentence,) = evaluate_claim("cost", cost_summary([0.9, 1.25, 1.1, 0.95, 1.05]))
-    assert verdict(sentence) == "within the noise" and "sigmoid 1.05× ReLU's time (middle half 0.95–1.10), " \
-                                                       "within the noise" in sentence
+    assert verdict(sentence) == "within the noise"
+    assert "sigmoid 1.05× ReLU's time (middle half 0.95–1.10, within the noise)" in sentence
+    assert "gelu 1.30× ReLU's time (middle half 1.30–1.30, ReLU cheaper)" in sentence
     (sentence,) = evaluate_claim("cost", cost_summary([0.8, 0.85, 0.82, 0.9, 0.8]))
     assert verdict(sentence) == "not supported"
 

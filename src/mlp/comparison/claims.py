@@ -315,8 +315,8 @@ def cost(summary: dict) -> list[str]:
         q1, median, q3 = ratio_spread(ratios)
         state = "cheaper" if q1 > 1 else "dearer" if q3 < 1 else "noise"
         states.append(state)
-        parts.append(f"{name} {median:.2f}× ReLU's time (middle half {q1:.2f}–{q3:.2f})"
-                     + (", within the noise" if state == "noise" else ""))
+        word = {"cheaper": "ReLU cheaper", "dearer": "ReLU dearer", "noise": "within the noise"}[state]
+        parts.append(f"{name} {median:.2f}× ReLU's time (middle half {q1:.2f}–{q3:.2f}, {word})")
     if not states:
         return [f"Claim: {claim}. Criterion: {criterion}. Measured: no paired times: not measured."]
     result = ("supported" if all(s == "cheaper" for s in states) else "not supported" if "dearer" in states
