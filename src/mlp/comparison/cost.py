@@ -30,8 +30,9 @@ def measure(configs: dict[str, Any], rounds: int = ROUNDS, steps: int = STEPS_PE
     Every network gets the same random batch (``train.batch_size`` images of the dataset's
     shape) on its config's device, in fp32 and without ``torch.compile`` (the activation's own
     cost, not a precision's or a compiler's); the output layer has the dataset's class count
-    where it is known without reading the data (the MNIST family), else 10, alike for all.  Returns ``{"device", "batch_size", "rounds",
-    "steps_per_round", "per_step_s": {label: [one time per round]}, "median_s": {label: s}}``.
+    where it is known without reading the data (the MNIST family), else 10, alike for all.
+    Returns ``{"device", "batch_size", "rounds", "steps_per_round", "per_step_s": {label: [one
+    time per round]}, "median_s": {label: s}}``.
     """
     import torch
     import torch.nn.functional as F
