@@ -6,7 +6,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 BIN    := $(VENV)/bin
 
-.PHONY: setup train test test-fast test-slow mutate clean
+.PHONY: setup train test test-fast test-slow test-experiments mutate clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-slow: setup
 # Mutation testing (docs/testing.md): MUTATE_ARGS="--only report" for one module's mutations.
 mutate: setup
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
+
+# The built-in experiments (configs/experiments/, docs/experiments.md) on the real MNIST: each claim's verdict.
+test-experiments: setup
+	$(BIN)/python -m pytest -m experiments $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
