@@ -80,7 +80,9 @@ class ModelConfig(_Section):
     activation: str | dict[str, Any] = "relu"  # a name, or {name: leaky_relu, negative_slope: 0.1}
     dropout: Float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer"] = "none"
-    init: Literal["auto", "kaiming", "xavier", "orthogonal", "default"] = "auto"
+    # auto | xavier (glorot) | kaiming (he) | lecun | orthogonal | default: README's init table
+    init: Literal["auto", "xavier", "glorot", "kaiming", "he", "lecun", "orthogonal", "default"] = "auto"
+    init_gain: Float = Field(1.0, gt=0.0)  # every weight times this; 1 = the scheme's own variance
     bias: bool = True
 
     @field_validator("width")
@@ -187,6 +189,21 @@ class SchedulerConfig(_Section):
         return self
 
 
+class CompareConfig(_Section):
+    """What ``mlp compare`` varies (``mlp train`` ignores this section)."""
+    vary: dict[str, list[Any]] = {}  # config key → the values it takes, e.g. model.init: [xavier, kaiming]
+    seeds: Int = Field(1, ge=1, le=100)  # each condition with seeds 0..seeds-1
+    claim: str | None = None  # a claim the report checks first (mlp.comparison.claims)
+
+    @field_validator("vary")
+    @classmethod
+    def _values_given(cls, v):
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"compare.vary.{key} lists no values")
+        return v
+
+
 class Config(_Section):
     name: str = "run"
     seed: Int = Field(0, ge=0, lt=2**32)  # the range NumPy's seeds have too
@@ -195,6 +212,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    compare: CompareConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -208,6 +226,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
+        if data.get("compare") is None:
+            data.pop("compare", None)  # a run's config.yaml reads as before
         return data
 
 
@@ -219,10 +239,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         source = str(path)
         raw = read_yaml(path)
-    for item in overrides:
-        key, value = parse_override(item)
-        set_dotted(raw, key, value)
+    apply_overrides(raw, overrides)
     return validate_config(raw, source)
+
+
+def apply_overrides(raw: dict[str, Any], overrides) -> None:
+    """``key.sub=value`` items into ``raw``; a whole ``model.activation`` first, so that
+    ``model.activation.negative_slope=0.1`` applies to the activation named, in either order."""
+    parsed = [parse_override(item) for item in overrides]
+    for key, value in sorted(parsed, key=lambda kv: kv[0].startswith("model.activation.")):
+        set_dotted(raw, key, value)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Figures: confusion matrix, per-class accuracy, misclassified examples, activation curves.
+"""Figures: confusion matrix, per-class accuracy, misclassified examples, activation curves
+(mlp compare's report figures are in ``comparison_figures``, built on these helpers).
 
 Every function returns a matplotlib ``Figure`` built without pyplot (no global state, no
 window, the Agg canvas), so the same figure can be saved as a PNG or turned into an image
@@ -23,10 +24,11 @@ FONT = {"text": 11, "small": 10, "title": 12}  # points; nothing smaller than 10
 BLUE, ORANGE, VERMILLION, GREY = "#0072B2", "#E69F00", "#D55E00", "#999999"
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
+    """A figure at DPI; ``layout="constrained"`` where a layout engine is worth its cost."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI)
+    return Figure(figsize=(width, height), dpi=DPI, layout=layout)
 
 
 def _fonts(ax, title: str | None = None) -> None:
