@@ -27,7 +27,9 @@ def fraction(ratio: float | None) -> str:
     inverse = 1 / ratio if ratio <= 1 else ratio
     if inverse >= 100:  # two significant digits
         return f"1/{round(inverse, 1 - int(math.floor(math.log10(inverse)))):.0f}"
-    return f"1/{inverse:.0f}" if inverse >= 10 else f"1/{inverse:.1f}"
+    if inverse >= 10 or abs(inverse - round(inverse)) < 0.005:  # 1/4 for a quarter, not 1/4.0
+        return f"1/{inverse:.0f}"
+    return f"1/{inverse:.1f}"
 
 
 def compared(ratio: float, a: str, b: str) -> str:

@@ -128,6 +128,8 @@ def study(raw: dict[str, Any], activations: list[str] | None, vary: list[str], s
         chosen["model.activation"] = activations
     if not chosen:
         chosen["model.activation"] = list(DEFAULT_ACTIVATIONS)
+    if "model.activation" in chosen:  # labels and folders name the activation first: relu, he
+        chosen = {"model.activation": chosen.pop("model.activation"), **chosen}
     for item in sets:
         key = parse_override(item)[0]
         if key in FORCED or any(key == k or key.startswith(k + ".") and k != "model.activation" for k in chosen):
