@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlp.comparison.findings import compared, fraction
+from mlp.comparison.findings import fraction
 
 
 def setup_line(summary: dict[str, Any]) -> str:
@@ -48,7 +48,7 @@ def _spread(stat, kind: str) -> str:
     show = {"percent": lambda v: f"{v:.2%}", "loss": lambda v: f"{v:.4f}", "seconds": lambda v: f"{v:.1f} s"}[kind]
     if stat["min"] == stat["max"]:
         return show(stat["mean"])
-    return f"{show(stat['mean'])} ({show(stat['min'])} – {show(stat['max'])})"
+    return f"{show(stat['mean'])} ({show(stat['min']).rstrip('% s')}–{show(stat['max'])})"
 
 
 def table(summary: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def table(summary: dict[str, Any]) -> dict[str, Any]:
     depth = summary["depth"]
     head = [*summary["varied"], "init", "status", "test accuracy", "test loss", "loss at step 0", "final train loss",
             "training time", "parameters", "most dead", "most saturated",
-            f"signal, layer 1 vs {depth}: step 0", "… at the end"]
+            f"signal at layer 1 vs layer {depth}: step 0", "… at the end"]
     rows = []
     for label, r in summary["runs"].items():
         dead, sat = r.get("dead_max") or [0], r.get("saturated_max") or [0]
@@ -76,10 +76,10 @@ def table(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ratio_cell(ratio, depth: int) -> str:
+    """1/x: layer 1 gets that fraction of layer L's signal; "L: 1/x" where layer L gets less."""
     if not ratio:
         return "–"
-    return compared(ratio, "1", str(depth)).replace("1 is", "layer 1 gets").replace(f"{depth} is", f"layer {depth} gets") \
-        .replace(" of 1", " of layer 1's").replace(f" of {depth}", f" of layer {depth}'s")
+    return fraction(ratio) if ratio <= 1 else f"{depth}: {fraction(ratio)}"
 
 
 def render(summary: dict[str, Any], sentences: list[str], images: dict[str, str]) -> str:
