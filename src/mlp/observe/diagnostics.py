@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from mlp.model import ACTIVATIONS, hidden_layers, parse_activation
-from mlp.observe.units import LEAKY, TAIL_POINTS, TAIL_RANGE, flat_tails, spread
+from mlp.observe.units import LEAKY, RELU_FAMILY, TAIL_POINTS, TAIL_RANGE, flat_tails, spread
 
 DISTRIBUTION_BINS = 60
 DIAGNOSTICS_FILE = "diagnostics.json"
@@ -102,7 +102,10 @@ class LayerStats:
     def _tails(self) -> None:
         """Where the unit is inactive (the saturated tails, which hold the dead ones) and dead; for
         the leaky family the negative side instead (below 0, where it passes back its slope)."""
-        self.dead = flat_tails(self.activation, 0.0)
+        if isinstance(self.activation, RELU_FAMILY):
+            self.dead = flat_tails(self.activation, 0.0)
+        else:  # a smooth activation's derivative reaches 0 only by rounding, far out: saturated, not dead
+            self.dead = (torch.tensor([-math.inf]), torch.tensor([math.inf]))
         if self.leaky:
             self.low, self.high = torch.zeros_like(self.dead[0]), torch.full_like(self.dead[1], math.inf)
         else:

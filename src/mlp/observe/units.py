@@ -25,6 +25,7 @@ SATURATED = 0.2  # a unit whose derivative stays below this share of the activat
 COLLAPSED = 0.005  # a layer whose spread is below this is collapsed (see spread)
 TAIL_RANGE, TAIL_POINTS = 60.0, 24001  # where tails are looked for: [-60, 60] in steps of 0.005
 LEAKY = (nn.LeakyReLU, nn.PReLU)
+RELU_FAMILY = (nn.ReLU, nn.ReLU6, *LEAKY)  # piecewise linear: a derivative of exactly 0 means dead
 
 
 def derivative(activation: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
