@@ -175,11 +175,11 @@ def distributions_figure(summary: dict[str, Any], records: dict[str, dict], s: d
                 ax.set_ylabel(a, color=s["colours"][a], fontweight="bold")
             else:
                 ax.set_yticklabels([])
-            collapsed = (summary["runs"][a].get("collapsed") or [False] * depth)[i]
-            if collapsed:
-                ax.set_title("collapsed", fontsize=9, color="#D55E00")
-        for i, ax in enumerate(axes[0]):
-            ax.set_title(f"layer {i + 1}" + (f" – {ax.get_title()}" if ax.get_title() else ""))
+            if (summary["runs"][a].get("collapsed") or [False] * depth)[i]:
+                ax.text(0.5, 0.92, "collapsed", transform=ax.transAxes, ha="center", va="top", fontsize=10,
+                        color="#D55E00", fontweight="bold")
+    for i, ax in enumerate(axes[0]):
+        ax.set_title(f"layer {i + 1}")
     fig.supxlabel("output value of the hidden layer (each panel its own range, its ends written below it)")
     fig.supylabel("share of the outputs (log scale)")
     fig.suptitle("distribution of each layer's outputs: at the end (filled), at step 0 (grey line)")

@@ -245,10 +245,11 @@ OVERVIEW_Y = (-2.2, 7.2)  # the same y range in every panel: identity leaves it 
 def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """One panel per activation, f (solid) and f' (dashed), every panel on the same x and y axes,
     so a derivative that stays far below 1 (sigmoid's peaks at 0.25) shows as the small thing it is."""
-    cols = 4
+    cols = min(4, max(len(curves), 1))
     rows = math.ceil(len(curves) / cols)
-    fig = _figure(3.6 * cols, 2.9 * rows + 0.6)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.05, top=1 - 0.75 / (2.9 * rows + 0.6),
+    width, height = 3.6 * cols + 0.6, 2.9 * rows + (0.9 if cols > 2 else 1.2)
+    fig = _figure(width, height)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height, top=1 - 0.75 / height,
                         wspace=0.12, hspace=0.35)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
     for ax in axes[len(curves):]:
@@ -257,8 +258,9 @@ def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, 
         _draw_activation(ax, name, x, y, slope, legend=i == 0)
         ax.tick_params(labelbottom=True)
     axes[0].set_ylim(*OVERVIEW_Y)
-    fig.suptitle("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes; "
-                 "f' is how much gradient a unit passes back", fontsize=FONT["title"])
+    parts = ("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes",
+             "f' is how much gradient a unit passes back")
+    fig.suptitle(("; " if cols > 2 else ";\n").join(parts), fontsize=FONT["title"] if cols > 1 else FONT["small"])
     return fig
 
 
