@@ -3,7 +3,7 @@ ranges over the seeds, computed from the runs' own files (``metrics.json``, ``di
 the TensorBoard events for the loss curve).  Other tools and checks read it; the findings and the
 report are made from it alone.
 
-Schema (see docs/compare.md): ``{"varied": [key, ...], "seeds": N, "equal": {...}, "runs": {label:
+Schema (docs/diagnostics.md, `mlp compare`): ``{"varied": [key, ...], "seeds": N, "equal": {...}, "runs": {label:
 {"settings", "run_dirs", "test_accuracy": {"mean", "min", "max"}, "signal": {moment: [per hidden
 layer, input side first]}, "weight_grad_rms", "update_ratio", "mean_output", "zero_share",
 "inactive_max", "dead_max", "saturated_max", "negative_max", "collapsed", "spread_min", ...}},
