@@ -14,6 +14,7 @@ from typing import Any
 VANISHING = 0.1  # a layer-1 signal below a tenth of layer L's is called vanishing
 EVEN = 3.0  # within this factor, the signal is called even across the layers
 STEADY = 1.5  # per-layer factors within this of their geometric mean make a steady shrink
+SHRINKS = 1.2  # ... when the signal loses at least this factor per layer
 NOTABLE = 0.05  # a share of units below this is not singled out
 
 
@@ -145,7 +146,7 @@ def steady_factor(label: str, run: dict[str, Any], signal: list[float] | None, w
         return None
     steps = [signal[i] / signal[i + 1] for i in range(len(signal) - 1)]  # one layer toward the input
     mean = (signal[0] / signal[-1]) ** (1 / (len(signal) - 1))
-    if mean > 1 / STEADY or any(not (mean / STEADY <= s <= mean * STEADY) for s in steps):
+    if mean > 1 / SHRINKS or any(not (mean / STEADY <= s <= mean * STEADY) for s in steps):
         return None
     text = (f"For {label} the signal shrinks by a steady factor toward the input {when}: each layer passes back "
             f"about {fraction(mean)} of the signal reaching it (from {fraction(max(steps))} to {fraction(min(steps))}).")

@@ -17,22 +17,14 @@ Per hidden layer ``i`` (counted from 1, next to the input; the module ``hidden<i
   batch's mean loss, what the optimizer sees) and of the weights; **update_ratio**:
   ‖W after the step − W before‖ / ‖W before‖; **act_mean**, **act_std** of the layer's outputs.
 
-When: at step 0 (before the first update, ``at_init``), at steps 1, 2, 4, 8, ... below ``train.log_every``, then every ``log_every`` steps, and at
-the last step of every epoch (``train.diagnostics: step``); or only at epoch ends (``epoch``).
-The inactive share is measured where an interval ends (every ``log_every`` steps, or each epoch).
+When: at step 0 (before the first update, ``at_init``), at steps 1, 2, 4, 8, ... below
+``train.log_every``, then every ``log_every`` steps, and at each epoch's last step (``step``); or
+only at epoch ends (``epoch``).  The shares of units are measured where an interval ends.
 
-Cost: a forward hook on each ``hidden<i>.activation`` folds one number per unit per step into a
-running statistic on the device (the largest input, or the smallest distance from the middle of
-the activation's flat tails: one or two small reductions), because "inactive over an interval"
-needs every batch.  Everything else happens only at the measured steps: the step before one,
-a hook on each ``hidden<i>.linear`` catches the gradient of its output in the backward pass, and
-the weights are copied to measure the update; the numbers come back to the host in one
-transfer.  Under ``torch.compile`` the per-step hook is traced once; the capture hooks exist only
-around measured steps, so the graph is not recompiled per step.  The hooks skip eval mode.
-
-Each run also keeps ``diagnostics.json`` in its folder (the measurements, the distribution of
-each layer's outputs at the first step and at every epoch end, and a summary), read by
-``mlp compare`` and ``mlp runs``.
+Cost (docs/diagnostics.md): a forward hook on each ``hidden<i>.activation`` folds one number per
+unit per step into a running statistic on the device; everything else happens only at measured
+steps (a gradient hook, a copy of the weights) and comes back to the host in one transfer.  The
+hooks skip eval mode.  ``diagnostics.json`` in the run folder keeps it all for compare and runs.
 """
 
 from __future__ import annotations
