@@ -28,7 +28,9 @@ def setup_line(summary: dict[str, Any]) -> str:
             parts.append(f"{words} {value}")
     o = e["optimizer"]
     opt = " ".join(str(o[k]) for k in ("name",) if k in o)
-    details = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in o.items() if k != "name"]
+    shown = lambda v: ("on" if v else "off") if isinstance(v, bool) else (f"{v:g}" if isinstance(v, float) else
+                                                                        ", ".join(map(str, v)) if isinstance(v, list) else v)
+    details = [f"{k.replace('_', ' ')} {shown(v)}" for k, v in o.items() if k != "name"]
     parts.append(f"optimizer {opt or '(varied)'}" + (f" ({', '.join(details)})" if details else ""))
     sch = e["scheduler"]
     parts.append("schedule " + (sch.get("name", "varied") if sch.get("name") in (None, "none") else

@@ -175,8 +175,9 @@ def distributions_figure(summary: dict[str, Any], records: dict[str, dict], s: d
                 ax.set_ylabel(a, color=s["colours"][a], fontweight="bold")
             else:
                 ax.set_yticklabels([])
-            if (summary["runs"][a].get("collapsed") or [False] * depth)[i]:
-                ax.text(0.5, 0.92, "collapsed", transform=ax.transAxes, ha="center", va="top", fontsize=10,
+            note = _collapsed_note(summary["runs"][a].get("spread") or {}, i)
+            if note:
+                ax.text(0.5, 0.95, note, transform=ax.transAxes, ha="center", va="top", fontsize=9,
                         color="#D55E00", fontweight="bold")
     for i, ax in enumerate(axes[0]):
         ax.set_title(f"layer {i + 1}")
@@ -184,6 +185,15 @@ def distributions_figure(summary: dict[str, Any], records: dict[str, dict], s: d
     fig.supylabel("share of the outputs (log scale)")
     fig.suptitle("distribution of each layer's outputs: at the end (filled), at step 0 (grey line)")
     return fig
+
+
+def _collapsed_note(spread: dict[str, list[float]], layer: int) -> str:
+    """"collapsed at step 0" / "at the end" / "at both" where the layer's spread is below COLLAPSED."""
+    from mlp.observe.units import COLLAPSED
+
+    when = [name for moment, name in (("init", "step 0"), ("last", "the end"))
+            if spread.get(moment) and spread[moment][layer] < COLLAPSED]
+    return f"collapsed at {' and '.join(when)}" if when else ""
 
 
 def _histogram(ax, hist: dict[str, Any], colour: str, filled: bool) -> None:

@@ -247,9 +247,10 @@ def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, 
     so a derivative that stays far below 1 (sigmoid's peaks at 0.25) shows as the small thing it is."""
     cols = min(4, max(len(curves), 1))
     rows = math.ceil(len(curves) / cols)
-    width, height = 3.6 * cols + 0.6, 2.9 * rows + (0.9 if cols > 2 else 1.2)
+    width, height = 3.6 * cols + 0.6, 2.9 * rows + {1: 1.6, 2: 1.2}.get(cols, 0.9)
     fig = _figure(width, height)
-    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height, top=1 - 0.75 / height,
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height,
+                        top=1 - (0.75 if cols > 2 else 1.15) / height,
                         wspace=0.12, hspace=0.35)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
     for ax in axes[len(curves):]:
@@ -260,7 +261,13 @@ def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, 
     axes[0].set_ylim(*OVERVIEW_Y)
     parts = ("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes",
              "f' is how much gradient a unit passes back")
-    fig.suptitle(("; " if cols > 2 else ";\n").join(parts), fontsize=FONT["title"] if cols > 1 else FONT["small"])
+    if cols > 2:
+        title = "; ".join(parts)
+    else:  # a narrow figure: the title in lines that fit it
+        import textwrap
+
+        title = "\n".join(textwrap.wrap("; ".join(parts), 48 if cols == 1 else 90))
+    fig.suptitle(title, fontsize=FONT["title"] if cols > 1 else FONT["small"])
     return fig
 
 
