@@ -203,8 +203,8 @@ def test_on_real_mnist_deep_tanh_loses_the_signal_with_the_default_init_and_keep
 @pytest.mark.skipif(REAL_DATA_ROOT is None, reason="needs the real MNIST (set MLP_DATA_ROOT)")
 def test_on_real_mnist_the_collapsed_sigmoid_network_is_reported_saturated(monkeypatch, tmp_path):
     # Glorot & Bengio 2010: 5 × 1000 sigmoid, PyTorch's default init, plain SGD, batch 10
-    # (trained on 10,000 images, 1,000 steps: measured 100% of layer 5 saturated, mean output 0.015 there,
-    # at chance; the whole training split gave the same in 5,900 steps)
+    # (trained on 10,000 images, 1,000 steps: measured 97% of layer 5 saturated, its mean output 0.042,
+    # at chance; the whole training split, 5,900 steps: 100% saturated, mean output 0.015)
     config = {"data": {"dataset": "mnist", "val_size": 50000},
               "model": {"width": 1000, "depth": 5, "activation": "sigmoid", "init": "default"},
               "train": {"epochs": 1, "batch_size": 10, "log_every": 200, "device": "cpu"},
