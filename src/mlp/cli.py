@@ -337,7 +337,7 @@ def compare(
                                        help="Runs to train at the same time, each with its share of the CPU "
                                             "cores (default: one per core, at most 4)."),
 ) -> None:
-    """Train one run per value varied (and seed) and report how they differ.
+    """Train a run per value varied and seed, then compare them.
 
     Writes report.html (figures and findings, offline) and summary.json. Everything not varied
     comes from the config as written (and --set); compare only turns the per-layer diagnostics on.
