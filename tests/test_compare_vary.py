@@ -67,6 +67,7 @@ def test_compare_keeps_the_configs_init_and_takes_activation_parameters(tiny_con
     (["-a", "relu,tanh", "--set", "model.activation.negative_slope=0.1"], "activation 'relu' has no parameter"),
     (["--vary", "model.init=he,kaiming,he"], "is given twice"),
     (["--vary", "seed=1,2", "--seeds", "2"], "use one of them"),
+    (["--set", "seed=4", "--seeds", "2"], "--set seed and --seeds both choose the seed"),
 ])
 def test_a_mistake_in_any_value_is_refused_before_the_first_run(tiny_config, tmp_path, args, message):
     done = run_mlp("compare", "-c", tiny_config, "--out", "bad", *args)

@@ -140,7 +140,10 @@ def study(raw: dict[str, Any], activations: list[str] | None, vary: list[str], s
     n = seeds if seeds is not None else section.seeds
     if "seed" in chosen and n > 1:
         raise UserError("--vary seed and --seeds both choose the seed; use one of them")
-    return Study(chosen, n, seeds is not None or "seeds" in (raw.get("compare") or {}), section.claim, list(sets))
+    seeds_given = seeds is not None or "seeds" in (raw.get("compare") or {})
+    if seeds_given and any(parse_override(item)[0] == "seed" for item in sets):
+        raise UserError("--set seed and --seeds both choose the seed; use one of them")
+    return Study(chosen, n, seeds_given, section.claim, list(sets))
 
 
 def value_label(key: str, value: Any) -> str:
