@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from conftest import REAL_DATA_ROOT, run_mlp, write_config
 from mlp.comparison.findings import findings
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.model import build_model, hidden_layers
+from mlp.model import build_model
 from mlp.observe.diagnostics import LayerDiagnostics
 
 SMALL = ["--set", "model.depth=2", "--set", "model.width=16", "--set", "train.epochs=1"]
