@@ -60,9 +60,8 @@ def table(summary: dict[str, Any]) -> dict[str, Any]:
 
     colours = style(summary)["colours"]
     depth = summary["depth"]
-    head = [*summary["varied"], "init", "status", "test accuracy", "test loss", "loss at step 0", "final train loss",
-            "training time", "parameters", "most dead", "most saturated",
-            f"signal at layer 1 vs layer {depth}: step 0", "… at the end"]
+    head = [*summary["varied"], "init", "status", "test accuracy", "test loss", "loss at step 0", "train loss",
+            "time", "params", "most dead", "most saturated", "signal, step 0", "signal, end"]
     rows = []
     for label, r in summary["runs"].items():
         dead, sat = r.get("dead_max") or [0], r.get("saturated_max") or [0]
