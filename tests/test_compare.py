@@ -2,7 +2,7 @@
 browser), findings that follow the numbers, rerunning, resuming, bad input; the real MNIST (slow)."""
 
 import base64
-import html
+from markupsafe import escape
 import io
 import json
 import re
@@ -16,7 +16,9 @@ from PIL import Image
 
 from conftest import REAL_DATA_ROOT, run_mlp
 from mlp.comparison.plan import run_compare
-from mlp.comparison.report import draw_figures, findings, render
+from mlp.comparison.findings import findings
+from mlp.comparison.report import render
+from mlp.observe.comparison_figures import draw_all
 
 SMALL = ["model.depth=3", "model.width=32", "train.epochs=1"]
 
@@ -36,23 +38,26 @@ def test_compare_trains_each_activation_and_writes_summary_and_report(tiny_confi
     summary = json.loads((tmp_path / "cmp/summary.json").read_text())
     assert list(summary["runs"]) == ["relu", "tanh", "sigmoid"] and summary["depth"] == 3
     for name, run in summary["runs"].items():
-        assert run["status"] == "finished" and 0.0 <= run["test_accuracy"] <= 1.0
-        assert {"first", "epoch 1", "last"} <= set(run["signal"]) and all(len(v) == 3 for v in run["signal"].values())
+        assert run["status"] == "finished" and 0.0 <= run["test_accuracy"]["mean"] <= 1.0
+        assert {"init", "first", "epoch 1", "last"} <= set(run["signal"]) and all(len(v) == 3 for v in run["signal"].values())
         assert all(s > 0 for s in run["signal"]["first"]) and len(run["inactive_max"]) == 3
-        assert Path(run["run_dir"]) == Path("cmp") / name and (tmp_path / run["run_dir"] / "checkpoint.pth").is_file()
-        config = yaml.safe_load((tmp_path / run["run_dir"] / "config.yaml").read_text())
+        assert run["settings"] == {"model.activation": name} and len(run["run_dirs"]) == 1
+        assert Path(run["run_dirs"][0]) == Path("cmp") / name and (tmp_path / run["run_dirs"][0] / "checkpoint.pth").is_file()
+        assert len(run["mean_output"]["init"]) == 3 and len(run["zero_share"]["last"]) == 3
+        config = yaml.safe_load((tmp_path / run["run_dirs"][0] / "config.yaml").read_text())
         assert config["model"]["activation"] == name and config["model"]["init"] == "auto"
         assert config["seed"] == 0 and config["model"]["depth"] == 3 and config["train"]["diagnostics"] == "step"
-    assert [r["init"] for r in summary["runs"].values()] == ["He", "Xavier", "Xavier"]
+    assert [r["init"] for r in summary["runs"].values()] == ["auto: He", "auto: Glorot", "auto: Glorot"]
+    assert summary["varied"] == ["model.activation"] and summary["seeds"] == 1 and summary["findings"]
     assert summary["runs"]["sigmoid"]["signal_ratio"]["first"] < summary["runs"]["relu"]["signal_ratio"]["first"]
 
     page = (tmp_path / "cmp/report.html").read_text()
     assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)  # nothing fetched
     images = _images(page)
-    assert len(images) == 5
+    assert len(images) == 6
     assert all(round(im.info["dpi"][0]) == 150 and im.width >= 1000 for im in images)
     said = findings(summary)
-    assert len(said) >= 4 and all(html.escape(sentence) in page for sentence in said)
+    assert len(said) >= 4 and all(str(escape(sentence)) in page for sentence in said)
     assert all(f"</span>{name}</td>" in page for name in ("relu", "tanh", "sigmoid"))  # the table
 
     # each run is a normal run: mlp runs lists it with its diagnostics, mlp eval reads it
@@ -62,7 +67,7 @@ def test_compare_trains_each_activation_and_writes_summary_and_report(tiny_confi
     table = run_mlp("runs", "cmp").stdout
     assert "inactive max" in table and "signal 1/L" in table
     evaluated = run_mlp("eval", "cmp/tanh/checkpoint.pth", "--json")
-    assert json.loads(evaluated.stdout)["accuracy"] == summary["runs"]["tanh"]["test_accuracy"]
+    assert json.loads(evaluated.stdout)["accuracy"] == summary["runs"]["tanh"]["test_accuracy"]["mean"]
 
     # the same command again reuses the finished runs; an interrupted one is resumed
     checkpoint = tmp_path / "cmp/relu/checkpoint.pth"
@@ -200,8 +205,9 @@ def test_compare_refuses_a_folder_holding_other_runs(tiny_config, tmp_path):
 # the report from fabricated numbers: findings follow them, the page renders
 
 
-def _summary(ratios=None, accuracy=None, inactive=None, depth=4):
-    """A summary.json's content for relu, tanh and sigmoid, from the numbers given."""
+def _summary(ratios=None, accuracy=None, inactive=None, depth=4, seeds=1, spread=0.0):
+    """A summary.json's content for relu, tanh and sigmoid, from the numbers given (``spread``: each
+    condition's accuracy range over the seeds is its mean ± this)."""
     ratios = ratios or {"relu": 0.8, "tanh": 0.3, "sigmoid": 1 / 120}
     accuracy = accuracy or {"relu": 0.97, "tanh": 0.95, "sigmoid": 0.62}
     inactive = inactive or {"relu": [0.0, 0.12, 0.0, 0.01], "tanh": [0.0] * depth, "sigmoid": [0.0] * depth}
@@ -209,33 +215,46 @@ def _summary(ratios=None, accuracy=None, inactive=None, depth=4):
     for i, a in enumerate(ratios):
         last_layer = 0.05
         signal = [last_layer * ratios[a] ** ((depth - 1 - k) / (depth - 1)) for k in range(depth)]
+        moments = lambda v: {"init": v, "first": v, "epoch 1": v, "last": v}
+        stat = lambda v, d=0.0: {"mean": v, "min": v - d, "max": v + d}
+        dead = inactive[a] if a == "relu" else [0.0] * depth
+        saturated = inactive[a] if a != "relu" else [0.0] * depth
         runs[a] = {
-            "status": "finished", "run_dir": f"cmp/{a}", "init": "He" if a == "relu" else "Xavier",
-            "test_accuracy": accuracy[a], "test_loss": 0.1 + i, "best_val_accuracy": accuracy[a],
-            "final_train_loss": 0.1 * (i + 1), "train_time_s": 10.0 + i, "parameters": 1234,
-            "signal": {"first": signal, "epoch 1": signal, "last": signal},
-            "inactive": {"first": inactive[a], "epoch 1": inactive[a], "last": inactive[a]},
-            "update_ratio": {"first": [1e-3] * depth, "epoch 1": [1e-3] * depth, "last": [1e-3] * depth},
-            "steps": {"signal": {"first": 1, "epoch 1": 50, "last": 100},
-                      "inactive": {"first": 10, "epoch 1": 50, "last": 100}},
-            "inactive_max": inactive[a], "largest_inactive": max(inactive[a]),
-            "signal_ratio": {"first": ratios[a], "last": ratios[a] * 2},
-            "epochs": [{"epoch": e, "step": 50 * e, "train_loss": 1.0 / e + i, "train_accuracy": 0.9,
-                        "val_loss": 0.5, "val_accuracy": accuracy[a] - 0.02 / e} for e in (1, 2)],
-            "loss_curve": [[s, 2.0 / s ** 0.5 + i] for s in range(10, 101, 10)],
+            "settings": {"model.activation": a}, "run_dirs": [f"cmp/{a}"], "seeds": list(range(seeds)),
+            "status": "finished", "activation": a, "init": "auto: He" if a == "relu" else "auto: Glorot",
+            "test_accuracy": stat(accuracy[a], spread), "test_loss": stat(0.1 + i),
+            "final_train_loss": stat(0.1 * (i + 1)), "train_time_s": stat(10.0 + i), "parameters": 1234,
+            "init_loss": stat(2.3 + i), "init_accuracy": stat(0.1),
+            "signal": moments(signal), "weight_grad_rms": moments([s / 10 for s in signal]),
+            "update_ratio": moments([1e-3] * depth), "mean_output": moments([0.1] * depth),
+            "zero_share": moments([0.0] * depth), "spread": moments([0.3] * depth),
+            "inactive": moments(inactive[a]), "dead": moments(dead), "saturated": moments(saturated), "negative": {},
+            "inactive_max": inactive[a], "dead_max": dead, "saturated_max": saturated, "negative_max": [],
+            "spread_min": [0.3] * depth, "collapsed": [False] * depth,
+            "signal_ratio": {"init": ratios[a], "first": ratios[a], "last": ratios[a] * 2},
+            "steps": {"init": 0, "first": 1, "epoch 1": 50, "last": 100},
+            "epochs": [[{"epoch": e, "step": 50 * e, "train_loss": 1.0 / e + i, "train_accuracy": 0.9,
+                         "val_loss": 0.5, "val_accuracy": accuracy[a] - 0.02 / e} for e in (1, 2)]],
+            "loss_curves": [[[s, 2.0 / s ** 0.5 + i] for s in range(10, 101, 10)]],
         }
     return {"mlp_version": "0", "created": "now", "command": "mlp compare --config c.yaml", "dataset": "mnist",
-            "depth": depth, "widths": [32] * depth, "epochs": 2, "batch_size": 64, "optimizer": "sgd",
-            "lr": 0.05, "seed": 0, "scheduler": "none", "runs": runs}
+            "depth": depth, "widths": [32] * depth, "classes": 10, "varied": ["model.activation"], "seeds": seeds,
+            "claim": None, "equal": {"dataset": "mnist", "val_size": 5000, "depth": depth, "widths": [32] * depth,
+                                     "norm": "none", "dropout": 0.0,
+                                     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False},
+                                     "scheduler": {"name": "none"}, "batch_size": 64, "epochs": 2,
+                                     "precision": "fp32", "seeds": list(range(seeds))},
+            "runs": runs}
 
 
 def test_findings_are_computed_from_the_numbers():
     said = " ".join(findings(_summary()))
     assert "relu reaches the highest test accuracy, 97.00%; sigmoid the lowest, 62.00% (35.0 points less)" in said
-    assert "vanishes on its way back to the input for sigmoid: the signal reaching layer 1 is 1/120 of that " \
-           "at layer 4" in said
-    assert "For relu (1/1.2) and tanh (1/3.3)" not in said and "relu (1/1.2)" in said and "tanh (1/3.3)" in said
+    assert "vanishes on its way back to the input at step 0 (before any update) for sigmoid (1/120): the signal " \
+           "reaching layer 1 (next to the input) is that fraction of the signal at layer 4" in said
+    assert "relu (layer 1 is 1/1.2 of layer 4)" in said and "tanh (layer 1 is 1/3.3 of layer 4)" in said
     assert "relu: 12% of layer 2's units dead" in said
+    assert "One seed per condition: the differences below are not tested" in said
 
     other = " ".join(findings(_summary(ratios={"relu": 0.05, "tanh": 1.0, "sigmoid": 1 / 2000},
                                        accuracy={"relu": 0.90, "tanh": 0.96, "sigmoid": 0.11},
@@ -245,7 +264,25 @@ def test_findings_are_computed_from_the_numbers():
     assert "for sigmoid (1/2000) and relu (1/20)" in other
     assert "tanh: 40% of layer 3's units saturated" in other and "relu: 12%" not in other
     calm = " ".join(findings(_summary(inactive={a: [0.0, 0.01, 0.0, 0.0] for a in ("relu", "tanh", "sigmoid")})))
-    assert "No activation had more than 1.0% of any layer's units inactive" in calm
+    assert "No condition had more than 1.0% of any layer's units dead or saturated" in calm
+
+
+def test_with_seeds_a_ranking_needs_ranges_that_do_not_overlap():
+    apart = " ".join(findings(_summary(seeds=3, spread=0.005)))
+    assert "relu reaches the highest mean test accuracy over 3 seeds" in apart
+    assert "above the whole range of tanh and sigmoid" in apart and "not tested" not in apart
+    close = " ".join(findings(_summary(seeds=3, spread=0.02)))
+    assert "tanh is within the spread of 3 seeds" in close and "above the whole range of sigmoid" in close
+
+
+def test_a_steady_shrink_per_layer_is_compared_with_the_largest_derivative():
+    said = " ".join(findings(_summary(ratios={"relu": 0.8, "tanh": 0.3, "sigmoid": 1 / 64})))
+    # 1/64 over three steps from layer 4 to layer 1: 1/4 per layer, sigmoid's largest derivative
+    assert "For sigmoid the signal shrinks by a steady factor toward the input at step 0" in said
+    assert "each layer passes back about 1/4 of the signal reaching it" in said
+    assert "about the same as sigmoid's largest derivative, 1/4 (computed from the activation)" in said
+    steeper = " ".join(findings(_summary(ratios={"relu": 0.8, "tanh": 0.3, "sigmoid": 1 / 1000})))
+    assert "about 1/10 of the signal" in steeper and "smaller than sigmoid's largest derivative, 1/4" in steeper
 
 
 def _records(summary):
@@ -261,7 +298,7 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
 def test_the_report_renders_with_every_image_in_a_real_browser(tmp_path):
     summary = _summary()
-    page = render(summary, findings(summary), draw_figures(summary, _records(summary)))
+    page = render(summary, findings(summary), draw_all(summary, _records(summary)))
     # a copy with a check appended: the report itself has no script
     check = ("<script>addEventListener('load', () => { const shown = [...document.images].filter("
              "i => i.complete && i.naturalWidth > 0); document.body.dataset.images = "
@@ -274,8 +311,8 @@ def test_the_report_renders_with_every_image_in_a_real_browser(tmp_path):
     found = re.search(r'data-images="(\d+)/(\d+)/(\d+)"', dom)
     assert found, dom[:500]
     total, shown, narrowest = map(int, found.groups())
-    assert total == shown == 5 and narrowest >= 1200
-    assert "<h1>Activations compared: mnist, 4 hidden layers of 32</h1>" in dom
+    assert total == shown == 6 and narrowest >= 1200
+    assert "<h1>Activation compared: mnist, 4 hidden layers of 32</h1>" in dom
     (tmp_path / "report.html").write_text(page)
     subprocess.run([*browser, "--window-size=1300,3000", f"--screenshot={tmp_path / 'shot.png'}",
                     (tmp_path / "report.html").as_uri()], capture_output=True, timeout=120)
@@ -302,4 +339,4 @@ def test_on_real_mnist_sigmoid_signal_vanishes_and_relu_signal_does_not(monkeypa
     assert len(vanishing) == 1 and re.search(r"layer 1 is 1/\d+ of that at layer 6", vanishing[0])
     even = [s for s in said if "within 3 times" in s]
     assert len(even) == 1 and re.match(r"For relu \((1/\d\.\d|\d\.\d times)\) the signal", even[0])
-    assert all(html.escape(sentence) in page for sentence in said)
+    assert all(str(escape(sentence)) in page for sentence in said)

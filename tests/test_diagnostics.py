@@ -19,7 +19,8 @@ from tbevents import read_events
 from mlp.cli import app
 from mlp.config import load_config
 from mlp.data import load_data
-from mlp.observe.diagnostics import LayerDiagnostics, Schedule, flat_tails
+from mlp.observe.diagnostics import LayerDiagnostics, Schedule
+from mlp.observe.units import flat_tails
 from mlp.commands.evaluate import evaluate
 from mlp.model import build_model, hidden_layers
 from mlp.observe.tensorboard import HPARAM_METRICS, MAIN_HPARAMS
@@ -56,8 +57,9 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
     tags = events.Tags()
     for i in (1, 2):  # 16 steps, log_every 5
         for name in LAYER_SCALARS:
-            assert [e.step for e in events.Scalars(f"per_layer/{name}/{i}")] == [1, 2, 4, 5, 10, 15, 16]
-        assert [e.step for e in events.Scalars(f"per_layer/inactive/{i}")] == [5, 10, 15]
+            wanted = [0, 1, 2, 4, 5, 10, 15, 16] if name != "update_ratio" else [1, 2, 4, 5, 10, 15, 16]
+            assert [e.step for e in events.Scalars(f"per_layer/{name}/{i}")] == wanted  # 0: before any update
+        assert [e.step for e in events.Scalars(f"per_layer/inactive/{i}")] == [0, 5, 10, 15]
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(tags["histograms"])
     assert {"visuals/inputs", "visuals/misclassified_val", "visuals/confusion_matrix_test",
             "visuals/per_class_accuracy_test", "visuals/epochs"} == set(tags["images"])
@@ -81,16 +83,17 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
     assert [p.name for p in run.iterdir() if p.is_dir()] == []
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     record = json.loads((run / "diagnostics.json").read_text())
-    assert [m["step"] for m in record["measurements"]] == [1, 2, 4, 5, 10, 15, 16]
-    assert [d["step"] for d in record["distributions"]] == [1, 16] and record["epoch_ends"] == [16]
+    assert [m["step"] for m in record["measurements"]] == [0, 1, 2, 4, 5, 10, 15, 16]
+    assert [d["step"] for d in record["distributions"]] == [0, 16] and record["epoch_ends"] == [16]
+    assert set(record["init"]) == {"loss", "accuracy", "split"} and record["init"]["split"] == "validation"
 
 
 def test_epoch_mode_histogram_interval_and_off(tiny_config):
     run = _fit(tiny_config, ["train.diagnostics=epoch", "train.histogram_every=2", "train.epochs=3"], run_dir="epoch")
     events = _events(run)
-    assert [e.step for e in events.Scalars("per_layer/inactive/1")] == [16, 32, 48]  # 16 steps an epoch
-    assert [e.step for e in events.Scalars("per_layer/signal/1")] == [16, 32, 48]
-    assert [e.step for e in events.Histograms("per_layer/weights/1")] == [32]
+    assert [e.step for e in events.Scalars("per_layer/inactive/1")] == [0, 16, 32, 48]  # 16 steps an epoch
+    assert [e.step for e in events.Scalars("per_layer/signal/1")] == [0, 16, 32, 48]
+    assert [e.step for e in events.Histograms("per_layer/weights/1")] == [0, 32]  # step 0, then every 2nd epoch
     assert [e.step for e in events.Images("visuals/epochs")] == [1, 2, 3]  # exact per-epoch curves, each epoch
 
     run = _fit(tiny_config, ["train.diagnostics=off"], run_dir="off")
@@ -139,11 +142,12 @@ def test_learnable_activation_parameters_are_followed(tiny_config):
 
 
 @pytest.mark.parametrize("activation, low, high", [
-    ("relu", 0.0, None), ("leaky_relu", 0.0, None), ("relu6", 0.0, 6.0), ("sigmoid", -4.59, 4.59),
-    ("tanh", -2.99, 2.99), ("softsign", -9.0, 9.0), ("elu", -4.6, None), ("gelu", -3.07, None), ("silu", -6.26, None),
-    ("{name: leaky_relu, negative_slope: 0.1}", None, None), ("identity", None, None), ("prelu", None, None),
+    # sigmoid: σ' = σ(1 - σ) ≤ 0.05 beyond ±2.89; tanh: 1 - tanh² ≤ 0.2 beyond ±1.44; elu: eˣ ≤ 0.2 below -1.61
+    ("relu", 0.0, None), ("leaky_relu", 0.0, None), ("relu6", 0.0, 6.0), ("sigmoid", -2.89, 2.89),
+    ("tanh", -1.44, 1.44), ("softsign", -1.24, 1.24), ("elu", -1.61, None), ("gelu", -0.36, None), ("silu", -0.6, None),
+    ("{name: leaky_relu, negative_slope: 0.1}", 0.0, None), ("identity", None, None), ("prelu", None, None),
 ])
-def test_flat_tails_are_where_the_derivative_is_at_most_a_hundredth(activation, low, high):
+def test_flat_tails_are_where_the_derivative_is_below_a_fifth_of_its_largest(activation, low, high):
     import math
     import yaml
 
@@ -304,7 +308,7 @@ def test_the_end_of_training_prints_each_layer_and_the_tensorboard_command(tiny_
                    "--run-dir", "runs/one", "--no-progress")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if "inactive" in line and "signal step 1" in line)
+    header = next(i for i, line in enumerate(lines) if "inactive" in line and "signal step 0" in line)
     assert [line.split()[0] for line in lines[header + 1:header + 4]] == ["1", "2", "3"]
     assert all(line.split()[1].endswith("%") for line in lines[header + 1:header + 4])
     assert lines[-1].endswith("tensorboard --logdir runs")

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -49,19 +47,43 @@ def test_learnable_activation_parameters():
     assert leaky.hidden0.activation.negative_slope == 0.2
 
 
-@pytest.mark.parametrize("activation,init,expected_std", [
-    ("relu", "auto", math.sqrt(2 / 784)),          # He
-    ("selu", "auto", math.sqrt(1 / 784)),          # LeCun normal
-    ("tanh", "auto", 5 / 3 * math.sqrt(2 / (784 + 1000))),  # Xavier with tanh gain
-    ("sigmoid", "xavier", math.sqrt(2 / (784 + 1000))),
-    ("relu", "orthogonal", None),
+GLOROT = lambda fan_in, fan_out: 2 / (fan_in + fan_out)
+HE = lambda fan_in, fan_out: 2 / fan_in
+
+
+@pytest.mark.parametrize("activation,init,gain,variance", [
+    ("relu", "auto", 1.0, HE),
+    ("relu", "xavier", 1.0, GLOROT),                       # Glorot & Bengio: no ReLU gain
+    ("relu", "glorot", 1.0, GLOROT),
+    ("tanh", "auto", 1.0, GLOROT),                         # no tanh gain of 5/3
+    ("tanh", "kaiming", 1.0, HE),
+    ("sigmoid", "he", 1.0, HE),
+    ("leaky_relu", "he", 1.0, lambda i, o: 2 / ((1 + 0.01 ** 2) * i)),
+    ({"name": "leaky_relu", "negative_slope": 0.5}, "kaiming", 1.0, lambda i, o: 2 / (1.25 * i)),
+    ("selu", "auto", 1.0, lambda i, o: 1 / i),             # LeCun
+    ("relu", "lecun", 1.0, lambda i, o: 1 / i),
+    ("tanh", "xavier", 5 / 3, lambda i, o: (5 / 3) ** 2 * GLOROT(i, o)),  # a gain only when asked for
+    ("relu", "default", 1.0, lambda i, o: 1 / (3 * i)),    # PyTorch's uniform(±1/√fan_in)
 ])
-def test_weight_init_schemes(activation, init, expected_std):
+def test_every_layer_gets_the_variance_of_its_formula(activation, init, gain, variance):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(width=1000, activation=activation, init=init), (1, 28, 28), 10)
-    w = model.hidden0.linear.weight
-    assert torch.count_nonzero(model.hidden0.linear.bias) == 0
-    if expected_std is None:  # 1000×784: orthonormal columns scaled by the ReLU gain, WᵀW = 2·I
-        assert torch.allclose(w.T @ w, 2 * torch.eye(784), atol=1e-4)
-    else:
-        assert abs(w.std().item() - expected_std) / expected_std < 0.02
+    model = build_model(ModelConfig(width=1000, depth=2, activation=activation, init=init, init_gain=gain),
+                        (1, 28, 28), 10)
+    for layer, fan_in in zip(hidden_layers(model), [784, 1000]):
+        w = layer.linear.weight
+        want = variance(fan_in, 1000)
+        assert abs(w.var().item() - want) / want < 0.03, (w.var().item(), want)
+        assert init == "default" or torch.count_nonzero(layer.linear.bias) == 0
+
+
+def test_orthogonal_init_and_auto_records_what_it_picked():
+    from mlp.model import init_label
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=1000, activation="relu", init="orthogonal"), (1, 28, 28), 10)
+    w = model.hidden0.linear.weight  # 1000×784: orthonormal columns, WᵀW = I (no gain unless asked)
+    assert torch.allclose(w.T @ w, torch.eye(784), atol=1e-4)
+    assert init_label(ModelConfig(activation="tanh")) == "auto: Glorot"
+    assert init_label(ModelConfig(activation="relu", init="he")) == "He"
+    assert init_label(ModelConfig(activation="selu")) == "auto: LeCun"
+    assert init_label(ModelConfig(init="xavier", init_gain=2.0)) == "Glorot × gain 2"

@@ -27,24 +27,19 @@ EXACT = ["train.epochs=3", "train.batch_size=50", "model.dropout=0.2", "data.aug
 
 
 def _signal_at_step(monkeypatch, step: int, signum: int, times: int = 1):
-    """Deliver a real signal to this process during the forward pass of optimizer step ``step``."""
-    build = mlp.training.trainer.build_model
+    """Deliver a real signal to this process as optimizer step ``step`` begins (its batch is then
+    in flight; step 0's measurement before any update is no optimizer step and is not counted)."""
+    train_step = mlp.training.trainer.Trainer.train_step
     calls = {"n": 0}
 
-    def build_and_hook(*args, **kwargs):
-        model = build(*args, **kwargs)
+    def counted(self, idx):
+        calls["n"] += 1
+        if calls["n"] == step:
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+        return train_step(self, idx)
 
-        def hook(module, inputs):
-            if module.training:
-                calls["n"] += 1
-                if calls["n"] == step:
-                    for _ in range(times):
-                        os.kill(os.getpid(), signum)
-
-        model.register_forward_pre_hook(hook)
-        return model
-
-    monkeypatch.setattr(mlp.training.trainer, "build_model", build_and_hook)
+    monkeypatch.setattr(mlp.training.trainer.Trainer, "train_step", counted)
 
 
 def _weights(path):

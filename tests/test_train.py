@@ -135,8 +135,8 @@ def test_compiled_model_trains_and_saves_plain_weights(tiny_config):
     assert 1 <= counters["frames"]["total"] <= 8
     events = read_events(run)
     inactive = events.Scalars("per_layer/inactive/1")
-    assert len(inactive) == 32 // 5 and all(0.0 <= e.value <= 1.0 for e in inactive)
-    assert len(events.Scalars("per_layer/signal/1")) == 11  # steps 1, 2, 4, every 5th, 16 and 32
+    assert len(inactive) == 32 // 5 + 1 and all(0.0 <= e.value <= 1.0 for e in inactive)  # + step 0
+    assert len(events.Scalars("per_layer/signal/1")) == 12  # steps 0, 1, 2, 4, every 5th, 16 and 32
     ckpt = load_checkpoint(run / "checkpoint.pth")
     assert not any(k.startswith("_orig_mod") for k in ckpt["model_state"])
     metrics = json.loads((run / "metrics.json").read_text())

@@ -252,10 +252,18 @@ def sweep(
 def compare(
     config: Path = typer.Option(..., "--config", "-c", metavar="FILE", show_default=False,
                                 help="The YAML config every run starts from (configs/compare.yaml: six hidden "
-                                     "layers, a few minutes on a CPU)."),
-    activations: Optional[str] = typer.Option(None, "--activations", "-a", metavar="A,B,...",
-                                              help="Comma-separated activations (default: relu,leaky_relu,elu,"
-                                                   "selu,gelu,silu,tanh,sigmoid)."),
+                                     "layers, a few minutes on a CPU); its compare: section (vary, seeds, claim) "
+                                     "is read too."),
+    vary: List[str] = typer.Option([], "--vary", "-v", metavar="KEY=V1,V2",
+                                   help="Train one run per value of a config key (any key --set takes); "
+                                        "repeat for a grid, e.g. --vary model.init=xavier,kaiming."),
+    activations: List[str] = typer.Option([], "--activations", "-a", metavar="A,B,...",
+                                          help="Shorthand for --vary model.activation=A,B; repeating -a adds "
+                                               "activations (default, when nothing is varied: relu,leaky_relu,"
+                                               "elu,selu,gelu,silu,tanh,sigmoid)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", min=1,
+                                        help="Train every condition with seeds 0..N-1 (default: the config's "
+                                             "compare.seeds, else once with its own seed)."),
     set_: List[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                    help="Override a config key in every run (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
@@ -264,18 +272,20 @@ def compare(
                                        help="Runs to train at the same time, each with its share of the CPU "
                                             "cores (default: one per core, at most 4)."),
 ) -> None:
-    """Train one run per activation and report how they differ.
+    """Train a run per value varied and seed, then compare them.
 
-    Writes report.html (figures and findings, offline) and summary.json. Everything but the activation is equal (seed, data order, widths, recipe; init: auto). Running the
-    same command again reuses finished runs and resumes interrupted ones.
+    Writes report.html (figures and findings, offline) and summary.json. Everything not varied
+    comes from the config as written (and --set); compare only turns the per-layer diagnostics on.
+    Running the same command again reuses finished runs and resumes interrupted ones.
 
     \b
-    Example:
+    Examples:
       mlp compare --config configs/compare.yaml
+      mlp compare -c configs/compare.yaml --vary model.init=xavier,kaiming -a relu,tanh --seeds 3
     """
     from mlp.comparison.plan import run_compare
 
-    code = run_compare(config, activations, set_, out, jobs)
+    code = run_compare(config, activations, set_, out, jobs, vary=vary, seeds=seeds)
     if code:
         raise typer.Exit(code)
 

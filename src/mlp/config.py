@@ -113,9 +113,11 @@ class ModelConfig(_Section):
     dropout: Float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden activation")
     norm: Literal["none", "batch", "layer"] = Field(
         "none", description="normalisation after each hidden Linear: none, batch or layer")
-    init: Literal["auto", "kaiming", "xavier", "orthogonal", "default"] = Field(
-        "auto", description="weight init: auto (He for ReLUs, Xavier for sigmoid/tanh, LeCun for SELU), "
-                            "kaiming, xavier, orthogonal, or default (PyTorch's)")
+    init: Literal["auto", "xavier", "glorot", "kaiming", "he", "lecun", "orthogonal", "default"] = Field(
+        "auto", description="weight init: xavier (= glorot, Var 2/(fan_in+fan_out)), kaiming (= he, Var 2/fan_in), "
+                            "lecun (Var 1/fan_in), orthogonal, default (PyTorch's), or auto (He for the ReLUs, "
+                            "Glorot for sigmoid/tanh, LeCun for SELU); README's init table")
+    init_gain: Float = Field(1.0, gt=0.0, description="every initial weight times this; 1 keeps the scheme's own variance")
     bias: bool = Field(True, description="give every Linear layer a bias")
 
     @field_validator("width")
@@ -224,6 +226,22 @@ class SchedulerConfig(_Section):
         return self
 
 
+class CompareConfig(_Section):
+    """What ``mlp compare`` varies (``mlp train`` ignores this section)."""
+    vary: dict[str, list[Any]] = Field({}, description="config key → the values it takes, e.g. "
+                                                        "model.init: [xavier, kaiming] (a grid over the keys)")
+    seeds: Int = Field(1, ge=1, le=100, description="each condition trained with seeds 0..seeds-1")
+    claim: str | None = Field(None, description="a claim the report judges first (docs/experiments.md)")
+
+    @field_validator("vary")
+    @classmethod
+    def _values_given(cls, v):
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"compare.vary.{key} lists no values")
+        return v
+
+
 class Config(_Section):
     name: str = Field("run", description="names the run folder: runs/<name>-YYYYmmdd-HHMMSS")
     seed: Int = Field(0, ge=0, lt=2**32, description="seeds the init, the split and the batch order")  # NumPy's range
@@ -232,6 +250,7 @@ class Config(_Section):
     train: TrainConfig = Field(TrainConfig(), description="the training loop")
     optimizer: OptimizerConfig = Field(OptimizerConfig(), description="the optimizer")
     scheduler: SchedulerConfig = Field(SchedulerConfig(), description="the learning-rate schedule")
+    compare: CompareConfig | None = Field(None, description="mlp compare only: what it varies (mlp train ignores it)")
 
     @field_validator("name")
     @classmethod
@@ -245,6 +264,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
+        if data.get("compare") is None:
+            data.pop("compare", None)  # a run's config.yaml reads as before
         return data
 
 
@@ -256,12 +277,20 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         source = str(path)
         raw = read_yaml(path)
+    given = apply_overrides(raw, overrides)
+    return validate_config(raw, source, given)
+
+
+def apply_overrides(raw: dict[str, Any], overrides) -> dict[str, str]:
+    """``key.sub=value`` items into ``raw``; a whole ``model.activation`` first, so that
+    ``model.activation.negative_slope=0.1`` applies to the activation named, in either order.
+    Each key set, with the ``--set`` item that set it (a mistake is blamed on that item)."""
+    parsed = [(item, *parse_override(item)) for item in overrides]
     given: dict[str, str] = {}
-    for item in overrides:
-        key, value = parse_override(item)
+    for item, key, value in sorted(parsed, key=lambda t: t[1].startswith("model.activation.")):
         set_dotted(raw, key, value)
         given[key] = item
-    return validate_config(raw, source, given)
+    return given
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

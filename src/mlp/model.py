@@ -151,29 +151,60 @@ def hidden_layers(model: nn.Sequential) -> list[nn.Sequential]:
     return [m for name, m in model.named_children() if name.startswith("hidden")]
 
 
-def init_weights(model: nn.Sequential, model_cfg) -> None:
-    """``auto``: He for the ReLU family, Xavier for sigmoid/tanh, LeCun normal for SELU.
+INIT_ALIASES = {"glorot": "xavier", "he": "kaiming"}
+INIT_CHOICES = ("auto", "xavier", "glorot", "kaiming", "he", "lecun", "orthogonal", "default")
+# What each scheme draws, in the words people use and as the variance of a weight (times gain²)
+INIT_RULES = {
+    "xavier": ("Glorot", "Var = 2/(fan_in + fan_out)"),
+    "kaiming": ("He", "Var = 2/((1 + a²)·fan_in), a the leaky slope (0 for ReLU)"),
+    "lecun": ("LeCun", "Var = 1/fan_in"),
+    "orthogonal": ("orthogonal", "orthonormal rows or columns"),
+    "default": ("PyTorch default", "uniform, Var = 1/(3·fan_in)"),
+}
 
-    The output layer has no activation after it and gets the linear (LeCun) scale.
-    """
-    if model_cfg.init == "default":
-        return
+
+def init_scheme(model_cfg) -> str:
+    """The scheme the hidden layers get: the one named (aliases resolved), or for ``auto`` the
+    usual one for the activation: Glorot for sigmoid-like ones, LeCun for SELU and identity, He else."""
+    init = INIT_ALIASES.get(model_cfg.init, model_cfg.init)
+    if init != "auto":
+        return init
+    act = ACTIVATIONS[parse_activation(model_cfg.activation)[0]]
+    return "xavier" if act.family == "saturating" else ("lecun" if act.gain == "linear" else "kaiming")
+
+
+def init_label(model_cfg) -> str:
+    """``He``, ``Glorot``, ... for the hidden layers' scheme; ``auto: He`` when auto picked it;
+    with the gain when it is not 1."""
+    name = INIT_RULES[init_scheme(model_cfg)][0]
+    gain = getattr(model_cfg, "init_gain", 1.0)
+    name = f"{name} × gain {gain:g}" if gain != 1.0 else name
+    return f"auto: {name}" if model_cfg.init == "auto" else name
+
+
+def init_weights(model: nn.Sequential, model_cfg) -> None:
+    """Every linear layer by ``init_scheme`` (see INIT_RULES), its weights times ``model.init_gain``,
+    biases zero (``default`` keeps PyTorch's biases).  Under ``auto`` the output layer, which has no
+    activation after it, gets LeCun's scale; a named scheme applies to every layer, as in its paper."""
+    scheme = init_scheme(model_cfg)
     name, params = parse_activation(model_cfg.activation)
-    act = ACTIVATIONS[name]
-    slope = {**act.params, **params}.get("negative_slope", {**act.params, **params}.get("init", 0.0))
+    merged = {**ACTIVATIONS[name].params, **params}
+    slope = merged.get("negative_slope", merged.get("init", 0.0)) if ACTIVATIONS[name].gain == "leaky_relu" else 0.0
+    gain = getattr(model_cfg, "init_gain", 1.0)
     for layer in [h.linear for h in hidden_layers(model)] + [model.output]:
-        gain_name = act.gain if layer is not model.output else "linear"
-        scheme = model_cfg.init
-        if scheme == "auto":
-            scheme = "xavier" if gain_name in ("sigmoid", "tanh") else "kaiming"
-        if scheme == "kaiming":
-            nonlinearity = gain_name if gain_name in ("relu", "leaky_relu") else "linear"
-            nn.init.kaiming_normal_(layer.weight, a=slope, nonlinearity=nonlinearity)
-        elif scheme == "xavier":
-            nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(gain_name, slope))
-        elif scheme == "orthogonal":
-            nn.init.orthogonal_(layer.weight, gain=nn.init.calculate_gain(gain_name, slope))
-        if layer.bias is not None:
+        rule = "lecun" if (layer is model.output and model_cfg.init == "auto") else scheme
+        with torch.no_grad():
+            if rule == "kaiming":
+                nn.init.kaiming_normal_(layer.weight, a=slope, nonlinearity="leaky_relu")
+            elif rule == "lecun":
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="linear")
+            elif rule == "xavier":
+                nn.init.xavier_normal_(layer.weight)
+            elif rule == "orthogonal":
+                nn.init.orthogonal_(layer.weight)
+            if gain != 1.0:
+                layer.weight.mul_(gain)
+        if layer.bias is not None and rule != "default":
             nn.init.zeros_(layer.bias)
 
 

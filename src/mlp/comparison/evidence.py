@@ -8,7 +8,6 @@ is then "not measured"; nothing raises.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -137,11 +136,16 @@ def accuracy_range(run: dict[str, Any]) -> tuple[float, float, float] | None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A run's metrics.json or diagnostics.json through the run folder's reader; None when it is
+    absent or damaged (the claim is then "not measured")."""
+    from mlp.run.record import RunDamaged, RunRecord
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        record = RunRecord(path.parent)
+        data = record.metrics() if path.name == "metrics.json" else record.diagnostics()
+    except RunDamaged:
         return None
-    return data if isinstance(data, dict) else None
+    return data or None
 
 
 def run_dirs(run: dict[str, Any]) -> list[Path]:

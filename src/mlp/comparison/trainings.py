@@ -23,7 +23,7 @@ def train_all(todo: list, jobs: int) -> list[dict[str, Any]]:
     if workers.jobs > 1:
         threads = workers.threads
         say(f"training {len(todo)} runs, {workers.jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
-            f"logs in {todo[0].run_dir.parent}/<activation>/train.log")
+            f"logs in {todo[0].run_dir.parent}/<run>/train.log")
     queue, results, lock = list(enumerate(todo, 1)), [], threading.Lock()
 
     def loop() -> None:

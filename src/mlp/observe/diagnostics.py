@@ -7,38 +7,28 @@ Per hidden layer ``i`` (counted from 1, next to the input; the module ``hidden<i
   batch's examples and the layer's units of ∂ℓ/∂z, where z is the output of ``hidden<i-1>.linear``
   (the pre-activation) and ℓ each example's own loss.  Per element and per example, so layers of
   different widths and runs with different batch sizes compare.
-- **inactive**: the share of units whose input stayed, on every training example of the
-  interval (the last ``train.log_every`` steps, or the epoch), in a flat tail of the activation, where its derivative is at most 0.01 (the unit
-  passes back at most 1% of the gradient arriving at its output).  For the ReLU family that is a
-  dead unit (never a positive input: relu, relu6's lower side, leaky_relu's default slope of
-  0.01, a PReLU slope that shrank to 0.01); for sigmoid, tanh, softsign, relu6 a saturated one
-  (stuck near an asymptote); elu, selu, gelu, silu, softplus, mish, hardswish have a flat
-  negative tail too.  Activations without a flat tail (identity, PReLU's 0.25) have none.
+- **inactive**, **dead**, **saturated**, **negative**: shares of units over the interval (the last
+  ``train.log_every`` steps, or the epoch), by the thresholds of ``mlp.observe.units``: dead (the
+  derivative exactly 0 on every example), saturated (below a fifth of its largest, not 0),
+  inactive = either; negative for leaky ReLU and PReLU (input below 0 throughout: the unit passes
+  back its slope of the gradient).  **spread**: how much the units vary across the examples
+  (``units.spread``); **zero_share**: the share of outputs exactly 0.
 - **grad_rms**, **weight_rms**: root mean square per element of the weight gradient (of the
   batch's mean loss, what the optimizer sees) and of the weights; **update_ratio**:
   ‖W after the step − W before‖ / ‖W before‖; **act_mean**, **act_std** of the layer's outputs.
 
-When: at steps 1, 2, 4, 8, ... below ``train.log_every``, then every ``log_every`` steps, and at
-the last step of every epoch (``train.diagnostics: step``); or only at epoch ends (``epoch``).
-The inactive share is measured where an interval ends (every ``log_every`` steps, or each epoch).
+When: at step 0 (before the first update, ``at_init``), at steps 1, 2, 4, 8, ... below
+``train.log_every``, then every ``log_every`` steps, and at each epoch's last step (``step``); or
+only at epoch ends (``epoch``).  The shares of units are measured where an interval ends.
 
-Cost: a forward hook on each ``hidden<i>.activation`` folds one number per unit per step into a
-running statistic on the device (the largest input, or the smallest distance from the middle of
-the activation's flat tails: one or two small reductions), because "inactive over an interval"
-needs every batch.  Everything else happens only at the measured steps: the step before one,
-a hook on each ``hidden<i>.linear`` catches the gradient of its output in the backward pass, and
-the weights are copied to measure the update; the numbers come back to the host in one
-transfer.  Under ``torch.compile`` the per-step hook is traced once; the capture hooks exist only
-around measured steps, so the graph is not recompiled per step.  The hooks skip eval mode.
-
-Each run also keeps ``diagnostics.json`` in its folder (the measurements, the distribution of
-each layer's outputs at the first step and at every epoch end, and a summary), read by
-``mlp compare`` and ``mlp runs``.
+Cost (docs/diagnostics.md): a forward hook on each ``hidden<i>.activation`` folds one number per
+unit per step into a running statistic on the device; everything else happens only at measured
+steps (a gradient hook, a copy of the weights) and comes back to the host in one transfer.  The
+hooks skip eval mode.  ``diagnostics.json`` in the run folder keeps it all for compare and runs.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from typing import Any
@@ -46,31 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlp.model import hidden_layers
+from mlp.model import ACTIVATIONS, hidden_layers, parse_activation
+from mlp.observe.units import LEAKY, RELU_FAMILY, TAIL_POINTS, TAIL_RANGE, flat_tails, spread
 
-FLAT_SLOPE = 0.01  # a unit whose activation's derivative stays at or below this is inactive
-TAIL_RANGE, TAIL_POINTS = 60.0, 24001  # where flat tails are looked for: [-60, 60] in steps of 0.005
 DISTRIBUTION_BINS = 60
 DIAGNOSTICS_FILE = "diagnostics.json"
-
-
-def flat_tails(activation: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(low, high)``: the activation is flat (|f'| ≤ 0.01) for inputs ≤ low and for inputs ≥ high;
-    -inf / +inf where it has no such tail.  One value, or one per unit for a per-unit PReLU."""
-    if isinstance(activation, nn.PReLU):  # f' is the slope below 0: flat when the slope is
-        slope = activation.weight.detach().float().cpu()
-        return torch.where(slope.abs() <= FLAT_SLOPE, 0.0, -math.inf), torch.full_like(slope, math.inf)
-    module = copy.deepcopy(activation).cpu().double()
-    z = torch.linspace(-TAIL_RANGE, TAIL_RANGE, TAIL_POINTS, dtype=torch.float64, requires_grad=True)
-    (slope,) = torch.autograd.grad(module(z).sum(), z)
-    steep = (slope.abs() > FLAT_SLOPE * (1 + 1e-9)).nonzero().flatten()
-    if len(steep) == 0:  # flat everywhere: a constant, no tail to speak of
-        return torch.tensor([-math.inf]), torch.tensor([math.inf])
-    first, last = int(steep[0]), int(steep[-1])
-    # rounded, so that a tail ending at 0 ends at 0.0 and not at linspace's -3e-15
-    low = round(z[first - 1].item(), 6) if first > 0 else -math.inf
-    high = round(z[last + 1].item(), 6) if last < TAIL_POINTS - 1 else math.inf
-    return torch.tensor([low]), torch.tensor([high])
 
 
 class Schedule:
@@ -99,9 +69,11 @@ class Schedule:
 class LayerStats:
     """One hidden layer: its running inactivity statistic, latest batch and captured gradient."""
 
-    def __init__(self, block: nn.Sequential):
+    def __init__(self, block: nn.Sequential, output_range: float | None = None):
         self.linear, self.activation = block.linear, block.activation
-        self.low, self.high = flat_tails(self.activation)
+        self.output_range = output_range  # the activation's, when it is bounded (for the spread)
+        self.leaky = isinstance(self.activation, LEAKY)
+        self._tails()
         self.learnable = any(True for _ in self.activation.parameters())
         self.kind, self.centre = self._kind()
         self.last_preact: torch.Tensor | None = None
@@ -117,6 +89,18 @@ class LayerStats:
         self.weight_before: torch.Tensor | None = None
         self.signal: torch.Tensor | None = None
         self.reset()
+
+    def _tails(self) -> None:
+        """Where the unit is inactive (the saturated tails, which hold the dead ones) and dead; for
+        the leaky family the negative side instead (below 0, where it passes back its slope)."""
+        if isinstance(self.activation, RELU_FAMILY):
+            self.dead = flat_tails(self.activation, 0.0)
+        else:  # a smooth activation's derivative reaches 0 only by rounding, far out: saturated, not dead
+            self.dead = (torch.tensor([-math.inf]), torch.tensor([math.inf]))
+        if self.leaky:
+            self.low, self.high = torch.zeros_like(self.dead[0]), torch.full_like(self.dead[1], math.inf)
+        else:
+            self.low, self.high = flat_tails(self.activation)
 
     def _kind(self) -> tuple[str | None, float]:
         """Which running statistic tells the units in a flat tail: ``left`` (the largest input),
@@ -174,25 +158,38 @@ class LayerStats:
         grad = grad.detach().float()
         self.signal = grad.pow(2).mean().sqrt() * grad.shape[0]
 
-    def inactive_fraction(self) -> torch.Tensor:
+    def inactive_fraction(self) -> dict[str, torch.Tensor]:
+        """The shares of units inactive (dead or saturated), dead, saturated, and for the leaky
+        family on the negative side, over the interval."""
+        zero = torch.zeros((), device=self.linear.weight.device, dtype=torch.float64)
         if self.kind is None or not self.trained:
-            return torch.zeros((), device=self.linear.weight.device)
+            shares = {"inactive": zero, "dead": zero, "saturated": zero}
+            return {**shares, "negative": zero} if self.leaky else shares
         if self.learnable:  # a PReLU slope or a learnable Swish β moves the tails
-            self.low, self.high = flat_tails(self.activation)
-        low, high = self.low.to(self.stat.device), self.high.to(self.stat.device)
+            self._tails()
+        tail = self._in_tails(self.low, self.high)
+        dead = self._in_tails(*self.dead)
+        if self.leaky:  # only a slope of exactly 0 makes the negative side dead
+            return {"inactive": (tail & dead).double().mean(), "dead": (tail & dead).double().mean(),
+                    "saturated": zero, "negative": tail.double().mean()}
+        return {"inactive": tail.double().mean(), "dead": dead.double().mean(),
+                "saturated": (tail & ~dead).double().mean()}
+
+    def _in_tails(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        low, high = low.to(self.stat.device), high.to(self.stat.device)
         if self.kind == "left":
-            inactive = self.stat <= low
-        elif self.kind == "right":
-            inactive = self.stat >= high
-        else:
-            inactive = self.stat >= (high - low) / 2
-        return inactive.double().mean()
+            return self.stat <= low
+        if self.kind == "right":
+            return self.stat >= high
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):  # one tail only of a two-tailed kind
+            return torch.zeros_like(self.stat, dtype=torch.bool)
+        return self.stat >= (high - low) / 2  # the distance from the middle (both tails share it)
 
     def measure(self, interval_end: bool) -> dict[str, torch.Tensor]:
         """This step's numbers as 0-d device tensors (nothing is read back here); the inactive share
         only where an interval ends."""
         weight = self.linear.weight.detach()
-        stats = {"inactive": self.inactive_fraction()} if interval_end else {}
+        stats = self.inactive_fraction() if interval_end else {}
         stats["weight_rms"] = _rms(weight)
         if self.signal is not None:
             stats["signal"] = self.signal
@@ -203,7 +200,10 @@ class LayerStats:
             stats["update_ratio"] = torch.linalg.vector_norm(weight.float() - before) / \
                 torch.linalg.vector_norm(before).clamp_min(1e-30)
         if self.last_act is not None:
-            stats["act_mean"], stats["act_std"] = self.last_act.float().mean(), self.last_act.float().std()
+            act = self.last_act.float()
+            stats["act_mean"], stats["act_std"] = act.mean(), act.std()
+            stats["zero_share"] = (act == 0).float().mean()
+            stats["spread"] = spread(act, self.output_range)
         if isinstance(self.activation, nn.PReLU):
             stats["prelu_slope"] = self.activation.weight.detach().mean()  # the mean when there is one per unit
         elif isinstance(getattr(self.activation, "beta", None), nn.Parameter):
@@ -257,8 +257,10 @@ class LayerDiagnostics:
         if self.mode == "off":
             self.histogram_every = 0
             return
+        asymptotes = ACTIVATIONS[parse_activation(activation_spec)[0]].asymptotes
+        output_range = asymptotes[1] - asymptotes[0] if asymptotes else None
         for block in hidden_layers(model):
-            layer = LayerStats(block)
+            layer = LayerStats(block, output_range)
             self.layers.append(layer)
             self.handles.append(block.activation.register_forward_hook(layer.on_forward))
         self.record["widths"] = [layer.linear.weight.shape[0] for layer in self.layers]
@@ -276,6 +278,42 @@ class LayerDiagnostics:
         if step + 1 in self.schedule:
             self._arm()
 
+    def at_init(self, model: nn.Module, train, val, batch_size: int, num_classes: int) -> None:
+        """Step 0, before the first update: the loss and accuracy (on the validation split, or the
+        training split without one), and every layer's numbers and histograms on the first
+        ``batch_size`` training images, from a backward pass whose gradients are then dropped.
+        The random streams and batch norm's running statistics are left as they were."""
+        if not self.layers:
+            return
+        import torch.nn.functional as F
+
+        from mlp.commands.evaluate import evaluate
+
+        split = val if val is not None and len(val) else train
+        result = evaluate(model, split, num_classes)
+        device = train.images.device
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
+        grad_scale, self.grad_scale = self.grad_scale, None  # this loss is not scaled
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self._arm()
+            for layer in self.layers:
+                layer.weight_before = None  # nothing moves at step 0
+            x, y = train.images[:batch_size], train.labels[:batch_size]
+            F.cross_entropy(model(x).float(), y).backward()
+            self.record["init"] = {"loss": result["loss"], "accuracy": result["accuracy"],
+                                   "split": "validation" if split is val else "training"}
+            self._measure(0, interval_end=True)
+            self.logger.layer_histograms(0, [layer.histograms() for layer in self.layers])
+        self.grad_scale = grad_scale
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.zero_grad(set_to_none=True)
+        for layer in self.layers:
+            layer.reset()
+        if 1 in self.schedule:
+            self._arm()
+
     def end_epoch(self, epoch: int, step: int) -> None:
         if not self.layers:
             return
@@ -291,8 +329,8 @@ class LayerDiagnostics:
         for layer in self.layers:
             layer.arm()
 
-    def _measure(self, step: int) -> None:
-        interval_end = self.schedule.interval_end(step)
+    def _measure(self, step: int, interval_end: bool | None = None) -> None:
+        interval_end = self.schedule.interval_end(step) if interval_end is None else interval_end
         per_layer = [layer.measure(interval_end) for layer in self.layers]
         flat = [value for stats in per_layer for value in stats.values()]
         values = iter(torch.stack([v.double() for v in flat]).tolist())  # the one read-back
@@ -333,6 +371,8 @@ class LayerDiagnostics:
             self.record["measurements"] = keep(earlier["measurements"])
             self.record["distributions"] = keep(earlier["distributions"])
             self.record["epoch_ends"] = [s for s in earlier["epoch_ends"] if s <= start_step]
+            if "init" in earlier:
+                self.record["init"] = earlier["init"]
         except (UserError, KeyError, TypeError) as e:
             reason = str(e) if isinstance(e, UserError) else f"{self.file}: {type(e).__name__}"
             print(f"warning: {reason}; its earlier measurements are left out", file=sys.stderr)
@@ -364,17 +404,26 @@ def measured(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def summarise(record: dict[str, Any]) -> dict[str, Any]:
-    """What a run's diagnostics come to: per layer the largest inactive share of any interval, and
-    the signal of layer 1 over that of the last hidden layer at the first and the latest measurement."""
-    with_inactive, with_signal = measured(record, "inactive"), measured(record, "signal")
-    inactive_max = [max(column) for column in zip(*(m["inactive"] for m in with_inactive))]
+    """What a run's diagnostics come to: per layer the largest inactive, dead, saturated and
+    negative-side share of any interval and the smallest spread, and the signal of layer 1 over
+    that of the last hidden layer at the first and the latest measurement."""
+    with_signal = measured(record, "signal")
+
+    def per_layer(key, pick):
+        rows = [m[key] for m in measured(record, key)]
+        return [pick(column) for column in zip(*rows)]
 
     def ratio(m):
         first, last = m["signal"][0], m["signal"][-1]
         return first / last if last > 0 else None
 
+    inactive_max = per_layer("inactive", max)
     return {
         "inactive_max": inactive_max,
+        "dead_max": per_layer("dead", max),
+        "saturated_max": per_layer("saturated", max),
+        "negative_max": per_layer("negative", max),
+        "spread_min": per_layer("spread", min),
         "largest_inactive": max(inactive_max) if inactive_max else None,
         "signal_ratio": {"first": ratio(with_signal[0]) if with_signal else None,
                          "last": ratio(with_signal[-1]) if with_signal else None},

@@ -1,4 +1,5 @@
-"""Figures: confusion matrix, per-class accuracy, misclassified examples, activation curves.
+"""Figures: confusion matrix, per-class accuracy, misclassified examples, activation curves
+(mlp compare's report figures are in ``comparison_figures``, built on these helpers).
 
 Every function returns a matplotlib ``Figure`` built without pyplot (no global state, no
 window, the Agg canvas), so the same figure can be saved as a PNG or turned into an image
@@ -24,10 +25,11 @@ BLUE, ORANGE, VERMILLION, GREY = "#0072B2", "#E69F00", "#D55E00", "#999999"
 DIAGONAL_GREY = "#DDDDDD"  # the confusion matrix's correct cells: counted, not coloured
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
+    """A figure at DPI; ``layout="constrained"`` where a layout engine is worth its cost."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI)
+    return Figure(figsize=(width, height), dpi=DPI, layout=layout)
 
 
 def _fonts(ax, title: str | None = None) -> None:
@@ -264,10 +266,12 @@ OVERVIEW_Y = (-2.2, 7.2)  # the same y range in every panel: identity leaves it 
 def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """One panel per activation, f (solid) and f' (dashed), every panel on the same x and y axes,
     so a derivative that stays far below 1 (sigmoid's peaks at 0.25) shows as the small thing it is."""
-    cols = 4
+    cols = min(4, max(len(curves), 1))
     rows = math.ceil(len(curves) / cols)
-    fig = _figure(3.6 * cols, 2.9 * rows + 0.6)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.05, top=1 - 0.75 / (2.9 * rows + 0.6),
+    width, height = 3.6 * cols + 0.6, 2.9 * rows + {1: 1.6, 2: 1.2}.get(cols, 0.9)
+    fig = _figure(width, height)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=0.45 / height,
+                        top=1 - (0.75 if cols > 2 else 1.15) / height,
                         wspace=0.12, hspace=0.35)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
     for ax in axes[len(curves):]:
@@ -276,8 +280,15 @@ def activations_overview_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, 
         _draw_activation(ax, name, x, y, slope, legend=i == 0)
         ax.tick_params(labelbottom=True)
     axes[0].set_ylim(*OVERVIEW_Y)
-    fig.suptitle("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes; "
-                 "f' is how much gradient a unit passes back", fontsize=FONT["title"])
+    parts = ("activations f(x) (solid) and their derivatives f'(x) (dashed), all on the same axes",
+             "f' is how much gradient a unit passes back")
+    if cols > 2:
+        title = "; ".join(parts)
+    else:  # a narrow figure: the title in lines that fit it
+        import textwrap
+
+        title = "\n".join(textwrap.wrap("; ".join(parts), 48 if cols == 1 else 90))
+    fig.suptitle(title, fontsize=FONT["title"] if cols > 1 else FONT["small"])
     return fig
 
 

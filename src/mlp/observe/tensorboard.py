@@ -90,10 +90,18 @@ LAYER_DESCRIPTIONS = {
     "signal": "Backpropagated signal reaching hidden layer {i}: root mean square, per example and per unit, "
               "of the gradient of the loss with respect to the layer's pre-activation (the output of "
               "hidden{j}.linear). Compare across layers: a signal that shrinks towards layer 1 is vanishing.",
-    "inactive": "Share of hidden layer {i}'s units that were inactive over the interval since the last "
-                "measurement: on every training example their input sat in a flat tail of the activation "
-                "(derivative at most 0.01), so they passed back at most 1% of their gradient. Dead ReLUs, "
-                "saturated sigmoid/tanh units.",
+    "inactive": "Share of hidden layer {i}'s units that were dead or saturated over the interval since the "
+                "last measurement (step 0: one batch before any update); docs/diagnostics.md.",
+    "dead": "Share of hidden layer {i}'s units whose derivative was exactly 0 on every training example of "
+            "the interval (ReLU family: never a positive input).",
+    "saturated": "Share of hidden layer {i}'s units whose derivative stayed below 1/5 of the activation's "
+                 "largest (and not 0) on every training example of the interval: sigmoid/tanh near an asymptote.",
+    "negative": "Leaky ReLU / PReLU: share of hidden layer {i}'s units whose input stayed below 0 on every "
+                "example of the interval; they still pass back the slope a of the gradient (not dead).",
+    "zero_share": "Share of hidden layer {i}'s outputs that are exactly 0 on the latest training batch.",
+    "spread": "How much hidden layer {i}'s units vary across the batch's examples: RMS over units of each "
+              "unit's std over the examples, over the output range (bounded activations) or the outputs' RMS. "
+              "Below 0.005 the layer is collapsed: every unit gives about the same value for every input.",
     "grad_rms": "Root mean square per element of the gradient of hidden{j}.linear.weight at the measured step "
                 "(after clipping when train.grad_clip is set).",
     "update_ratio": "How far the optimizer step moved hidden{j}.linear.weight: norm of the change over the "

@@ -26,7 +26,7 @@ from mlp.device import pick_device, resolve_precision
 from mlp.observe.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, UserError, first_line
 from mlp.commands.evaluate import evaluate
-from mlp.model import build_model, check_memory, count_parameters
+from mlp.model import build_model, check_memory, count_parameters, init_label
 from mlp.observe.novelty import input_profile
 from mlp.training.optim import build_optimizer, build_scheduler
 from mlp.run.folder import RunFolder, metrics_record
@@ -134,11 +134,12 @@ class Trainer:
         if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
             self.forward = torch.compile(self.forward, mode=cfg.train.compile)
         folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
-                        "parameters": self.parameters, "timings": self.timings}
+                        "parameters": self.parameters, "init": init_label(cfg.model), "timings": self.timings}
         if self.is_main:
             widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
             print(f"run      {folder.path}")
-            print(f"model    {widths}, {activation_label(cfg.model.activation)}, {self.parameters:,} parameters")
+            print(f"model    {widths}, {activation_label(cfg.model.activation)}, init {init_label(cfg.model)}, "
+                  f"{self.parameters:,} parameters")
             print(f"data     {data.name}: {len(data.train)} train / {len(data.val) if data.val else 0} val / "
                   f"{len(data.test)} test images on {self.device}"
                   + (f", {self.world_size} processes" if self.world_size > 1 else ""))
@@ -158,6 +159,8 @@ class Trainer:
                                             enabled=self.is_main, steps_per_epoch=self.steps_per_epoch,
                                             start_step=self.state.step, folder=folder,
                                             grad_scale=scaler.get_scale if scaler.is_enabled() else None)
+        if not resumed and self.is_main and self.state.step == 0:
+            self.diagnostics.at_init(self.model, data.train, data.val, cfg.train.batch_size, len(data.classes))
 
     def run_epoch(self, folder: RunFolder, stop: StopRequest) -> None:
         """Train one epoch (or the rest of a resumed one) and end it; a stop saves last.pth and raises."""
