@@ -22,15 +22,16 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(BIN)/mlp train --config $(CONFIG) $(ARGS)
 
-# Everything, the real-data tests too when MLP_DATA_ROOT holds MNIST (skipped otherwise).
+# Everything but the built-in experiments (test-experiments), the real-data tests too when
+# MLP_DATA_ROOT holds MNIST (skipped otherwise).
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not experiments" $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow and not experiments" $(PYTEST_ARGS)
 
 # Mutation testing (docs/testing.md): MUTATE_ARGS="--only report" for one module's mutations.
 mutate: setup
