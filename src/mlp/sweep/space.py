@@ -144,8 +144,15 @@ def split_values(text: str) -> list[str]:
 
 def load_space(path: Path) -> Space:
     """Read and check a search space file; any mistake is one line naming the file and the key."""
+    from mlp.config import MAX_CONFIG_BYTES, parse_yaml
+    from mlp.files import file_problem, read_limited
+
+    problem = file_problem(Path(path))
+    if problem not in (None, "not found"):  # a pipe or a device is never read (it could block, or never end)
+        raise UserError(f"--search {path} {problem}; give a YAML file")
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = parse_yaml(read_limited(Path(path), MAX_CONFIG_BYTES, "--search", "a search space").decode(),
+                         f"--search {path}")
     except FileNotFoundError:
         raise UserError(f"--search {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
