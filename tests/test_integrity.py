@@ -303,3 +303,29 @@ def test_runs_lists_a_run_whose_files_are_links_or_pipes_as_unreadable_without_w
     assert rows["pipe"]["status"] == rows["link"]["status"] == "unreadable"
     assert "diagnostics.json is a pipe, device or socket, not a file" in rows["pipe"]["error"]
     assert "metrics.json is a symbolic link, which mlp does not follow" in rows["link"]["error"]
+
+
+def test_a_search_space_that_is_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path):
+    from mlp.sweep.space import load_space
+
+    os.mkfifo(tmp_path / "space.yaml")
+    for path in (tmp_path / "space.yaml", Path("/dev/zero")):
+        with pytest.raises(UserError) as refused:
+            load_space(path)
+        assert "is not a regular file (a device, pipe or socket)" in _one_line(refused)
+
+
+def test_a_train_log_that_is_a_link_is_never_appended_to(tmp_path):
+    from mlp.files import open_log
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    (tmp_path / "train.log").symlink_to(outside)
+    with pytest.raises(UserError) as refused:
+        open_log(tmp_path / "train.log")
+    assert "is a symbolic link" in _one_line(refused) and outside.read_text() == "keep me\n"
+    with open_log(tmp_path / "fresh.log") as log:  # a plain file is made, and appended to
+        log.write("one\n")
+    with open_log(tmp_path / "fresh.log") as log:
+        log.write("two\n")
+    assert (tmp_path / "fresh.log").read_text() == "one\ntwo\n"

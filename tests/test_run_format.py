@@ -114,8 +114,11 @@ def test_files_that_disagree_are_refused_in_one_line(tiny_config):
     assert "checkpoint.pth holds epoch 1 but last.pth names epoch 2 as the best" in message
 
 
-def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, monkeypatch):
+@pytest.mark.parametrize("older", [False, True])
+def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, monkeypatch, older):
+    """``older``: the killed process was of an mlp that wrote no START event."""
     from tbevents import read_events
+    from torch.utils.tensorboard import SummaryWriter
 
     sets = ["train.epochs=3", "train.log_every=1"]
     straight = fit(load_config(tiny_config, sets), "straight", progress=False)
@@ -140,6 +143,8 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
     with monkeypatch.context() as m:
         m.setattr(mlp.training.trainer, "build_model", dies_at_step_23)
         m.setattr(mlp.observe.tensorboard.RunLogger, "step", flushed_step)
+        if older:
+            m.setattr(mlp.observe.tensorboard, "SummaryWriter", lambda logdir, purge_step=None: SummaryWriter(logdir))
         assert _in_child(lambda: fit(load_config(tiny_config, sets), "run", progress=False)) == 9
     logged = [e.step for e in read_events("run").Scalars("loss/step")]
     assert logged[-1] == 23 and load_checkpoint("run/last.pth")["step"] == 16  # steps past last.pth were written

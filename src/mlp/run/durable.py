@@ -71,6 +71,8 @@ def commit(files: dict[Path, bytes], keep: tuple[Path, ...] = ()) -> None:
         raise
     try:
         kept = [_keep_previous(path) for path in keep if path in files]
+        for folder in {path.parent for path in kept if path is not None}:
+            fsync_folder(folder)  # the copies on the disk before any rename
     except BaseException:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
@@ -117,7 +119,6 @@ def _keep_previous(path: Path) -> Path | None:
     except OSError:  # a file system without hard links: a copy does the same
         with open(path, "rb") as f:
             os.replace(write_temporary(previous, f.read()), previous)
-    fsync_folder(path.parent)
     return previous
 
 

@@ -167,21 +167,16 @@ class RunRecord:
             return
         fresh = (f"start a new run with --config {self.path / CONFIG}" if self.has(CONFIG) else
                  "start a new run with the config it was trained with")
-        if not self.has(BEST):
+        if not os.path.lexists(self.path / BEST):
             raise RunDamaged(f"--resume {self.path}: checkpoint.pth (the best epoch so far, {best_epoch}) is "
                              f"missing; put it back, or {fresh}")
-        held = self.checkpoint(BEST).get("epoch")
-        if held != best_epoch:
+        best = self.checkpoint(BEST)
+        held = best.get("epoch", (best.get("metrics") or {}).get("epoch"))
+        if held is not None and held != best_epoch:  # (a checkpoint that names no epoch cannot be checked)
             raise RunDamaged(
                 f"{self.path}: checkpoint.pth holds epoch {held} but last.pth names epoch {best_epoch} as the best "
                 "(the files disagree: a write was cut short, or a file was copied in); put back the checkpoint.pth "
                 f"of epoch {best_epoch}, or {fresh}")
-
-    def epoch_held(self) -> int:
-        """The finished epochs the folder's last.pth holds (0 without one)."""
-        if not self.has(LAST):
-            return 0
-        return int(self.checkpoint(LAST).get("epoch") or 0)
 
 
 def _parse_yaml(text: str, name: str) -> Any:

@@ -158,8 +158,11 @@ def split_values(text: str) -> list[str]:
 def load_space(path: Path) -> Space:
     """Read and check a search space file; any mistake is one line naming the file and the key."""
     from mlp.config import MAX_CONFIG_BYTES, parse_yaml
-    from mlp.files import read_limited
+    from mlp.files import file_problem, read_limited
 
+    problem = file_problem(Path(path))
+    if problem not in (None, "not found"):  # a pipe or a device is never read (it could block, or never end)
+        raise UserError(f"--search {path} {problem}; give a YAML file")
     try:  # parse_yaml refuses an alias bomb in one line, as it does in a config
         raw = parse_yaml(read_limited(Path(path), MAX_CONFIG_BYTES, "--search", "a search space").decode(),
                          f"--search {path}")

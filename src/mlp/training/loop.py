@@ -135,8 +135,8 @@ def resume_target(path: Path, overrides: list[str], lock: bool = True) -> Resume
     path = Path(path)
     file = path / "last.pth" if path.is_dir() else path
     if path.is_dir() and not RunRecord(path).has("last.pth"):
-        what = "is a link or a special file" if os.path.lexists(file) else "is not there"
-        raise UserError(f"--resume {path}: its last.pth {what}, so there is nothing to resume")
+        what = "its last.pth is a link or a special file" if os.path.lexists(file) else "no last.pth in that folder"
+        raise UserError(f"--resume {path}: {what}, so there is nothing to resume")
     if not file.is_file():
         load_checkpoint(file)  # raises the message that says what is wrong with the path
     folder = RunFolder.existing(file.parent, writes=lock and distributed.launched_rank() == 0)
