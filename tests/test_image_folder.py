@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import mlp.device
 import mlp.model
 from conftest import run_mlp
 from fakedata import write_image_folder
@@ -148,7 +149,7 @@ def test_a_folder_that_is_no_data_set_is_one_line(tmp_path, case, message):
 
 def test_a_set_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "pics", per_class=5)
-    monkeypatch.setattr(mlp.model, "free_memory", lambda device: 10_000)
+    monkeypatch.setattr(mlp.device, "free_memory", lambda device: 10_000)
     with pytest.raises(UserError, match=r"15 images of 3×16×16 need 57.6 KB as tensors, more than the "
                                         r"10.0 KB free on cpu; set a smaller data.image_size"):
         load_data(_config(root).data, torch.device("cpu"), seed=0)

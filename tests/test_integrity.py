@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mlp.device
 import mlp.model
 import mlp.observe.tensorboard
 import mlp.run.durable
@@ -272,7 +273,7 @@ def test_data_without_read_permission_is_not_called_damaged(tiny_config, monkeyp
 
 def test_a_batch_whose_activations_do_not_fit_is_refused_up_front(tiny_config, monkeypatch):
     weights = 4 * 4 * mlp.model.parameter_count(load_config(tiny_config).model, (1, 28, 28), 10)
-    monkeypatch.setattr(mlp.model, "free_memory", lambda device: weights + 1000)  # the weights fit, a batch not
+    monkeypatch.setattr(mlp.device, "free_memory", lambda device: weights + 1000)  # the weights fit, a batch not
     with pytest.raises(UserError) as e:
         fit(load_config(tiny_config, ONE), "run", progress=False)
     assert "images' activations" in _one_line(e) and "train.batch_size" in str(e.value)

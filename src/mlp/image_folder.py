@@ -232,7 +232,8 @@ def _input_shape(data_cfg, headers: list[tuple[tuple[int, int], str]], notes: li
 def check_fits(n: int, shape: tuple[int, int, int], root: Path, device: torch.device) -> None:
     """Refuse, before reading pixels, a set whose tensors (a byte a value as read, four as the
     float images on the device) exceed the free memory of the machine or the device."""
-    from mlp.model import _bytes, free_memory
+    from mlp.device import free_memory
+    from mlp.model import _bytes
 
     values, cpu = n * math.prod(shape), torch.device("cpu")
     for where, needed in ((cpu, values * (5 if device.type == "cpu" else 1)), (device, values * 4)):
