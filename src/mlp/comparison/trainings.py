@@ -7,9 +7,13 @@ starting, since the same config would fail them too; a stop (Ctrl-C, SIGTERM) do
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from mlp.config import dump_yaml
@@ -50,13 +54,12 @@ def _train(workers: Workers, run, announce: str) -> dict[str, Any]:
     from mlp.commands.runs import read_run
 
     started = time.perf_counter()
-    if run.state == "resume":
-        args = ["--resume", str(run.run_dir)]
-    else:  # the resolved config, as the run will record it, is what the training reads
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "config.yaml").write_text(dump_yaml(run.config))
-        args = ["--config", str(run.run_dir / "config.yaml"), "--run-dir", str(run.run_dir), "--overwrite"]
-    code, last = workers.train(run.activation, args, run.run_dir / "train.log", announce=announce)
+    with _config_file(run) as config:
+        if run.state == "resume":
+            args = ["--resume", str(run.run_dir)]
+        else:
+            args = ["--config", str(config), "--run-dir", str(run.run_dir), "--overwrite"]
+        code, last = workers.train(run.activation, args, run.run_dir / "train.log", announce=announce)
     status = (read_run(run.run_dir) or {}).get("status")
     ended = outcome(code, status, stopped=workers.signum is not None)
     signum = code - 128 if code is not None and code > 128 else workers.signum or signal.SIGINT
@@ -66,6 +69,19 @@ def _train(workers: Workers, run, announce: str) -> dict[str, Any]:
         message = "" if ended == "finished" else last.removeprefix("error: ")
     return {"activation": run.activation, "status": ended, "message": message,
             "exit_code": 128 + signum if ended == "interrupted" else 0, "seconds": time.perf_counter() - started}
+
+
+@contextmanager
+def _config_file(run):
+    """The run's resolved config (as the run will record it) in a temporary file for the
+    training to read; not in the run's folder, which only mlp train writes."""
+    handle, name = tempfile.mkstemp(prefix=f"mlp-compare-{run.activation}-", suffix=".yaml")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(dump_yaml(run.config))
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 def _verb(run) -> str:
