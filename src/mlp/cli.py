@@ -150,6 +150,9 @@ def train(
         else:
             typer.echo(dump_yaml(load_config(config, set_)), nl=False)
         return
+    from mlp import threads
+
+    threads.prepare_for_run(config, set_, resume)  # before torch loads: OpenMP reads its wait policy once
     on_epoch = None
     if os.environ.get("MLP_STUDY_TRIAL"):  # started by `mlp sweep`: report each epoch to its study
         from mlp.sweep.study import TRIAL_ENV, epoch_reporter
@@ -338,6 +341,9 @@ def compare(
     Example:
       mlp compare --config configs/compare.yaml
     """
+    from mlp import threads
+
+    threads.prepare_for_run(config, set_)  # before torch loads, for the runs here and in the workers
     from mlp.comparison.plan import run_compare
 
     code = run_compare(config, activations, set_, out, jobs)

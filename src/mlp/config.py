@@ -132,6 +132,9 @@ class TrainConfig(_Section):
     # natively (CUDA compute capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile mode
+    # CPU threads: auto (OMP_NUM_THREADS if set, else the usable cores, with idle OpenMP threads
+    # sleeping rather than spinning; see mlp.threads and docs/speed.md) or a fixed count
+    threads: Literal["auto"] | Annotated[Int, Field(ge=1)] = "auto"
 
     # Per-hidden-layer statistics in TensorBoard (dead/saturated units, activation mean/std,
     # gradient and weight norms): every log_every steps, once per epoch, or off.
@@ -145,6 +148,13 @@ class TrainConfig(_Section):
         if not isinstance(v, bool):
             return v
         return ("default" if info.field_name == "compile" else "step") if v else "off"
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_syntax(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"{v!r} is not a thread setting; use auto or a whole number of threads, 1 or more")
 
     @field_validator("device")
     @classmethod

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from mlp import __version__
+from mlp import __version__, threads
 from mlp.training import distributed
 from mlp.run.checkpoint import load_checkpoint
 from mlp.config import Config, activation_label, dump_yaml, load_config, parse_override, set_dotted, validate_config
@@ -102,6 +102,7 @@ class Trainer:
         self.progress = progress and self.is_main
         self.timings: dict[str, float] = {}  # seconds this process spent in each phase (see timed)
         self.device = self._setup_device()
+        self.threads, self.threads_line = threads.apply(cfg.train.threads)
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
         torch.manual_seed(cfg.seed + 2 * self.rank)
@@ -177,7 +178,7 @@ class Trainer:
         if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
             self.forward = torch.compile(self.forward, mode=cfg.train.compile)
         folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
-                        "parameters": self.parameters, "timings": self.timings}
+                        "threads": self.threads, "parameters": self.parameters, "timings": self.timings}
         if self.is_main:
             widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
             print(f"run      {folder.path}")
@@ -185,6 +186,8 @@ class Trainer:
             print(f"data     {data.name}: {len(data.train)} train / {len(data.val) if data.val else 0} val / "
                   f"{len(data.test)} test images on {self.device}"
                   + (f", {self.world_size} processes" if self.world_size > 1 else ""))
+            if self.device.type == "cpu":
+                print(f"threads  {self.threads_line}")
             if cfg.train.precision == "auto" or self.precision != "fp32":
                 print(f"precision {self.precision} ({self.precision_reason})")
         # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
