@@ -26,6 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from mlp.threads import prepare, worker_threads
 from mlp.training import signals
 from mlp.config import Config, dump_yaml, load_config, parse_override
 from mlp.errors import UserError
@@ -149,7 +150,8 @@ def train_all(todo: list[Planned], jobs: int) -> list[dict[str, Any]]:
                 break
         return results
     jobs = min(jobs, len(todo))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = worker_threads(jobs)
+    prepare(todo[0].config.train.threads)  # the workers inherit this process's environment
     stop = _Stop()
     with signals.handling(stop):
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_start,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlp import threads
 from mlp.config import dump_yaml, load_config, parse_override
 from mlp.training import signals
 from mlp.errors import UserError
@@ -240,8 +241,8 @@ class Worker:
         from mlp.sweep.study import TRIAL_ENV
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1", TRIAL_ENV: self.study.child_env(claim, trial.epochs)}
-        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of each taking them all
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        if self.jobs > 1:  # share the cores instead of each taking them all (mlp.threads)
+            env = threads.worker_env(self.jobs, env)
         log_file = trial.run_dir / "train.log"
         with self.lock:  # a signal arriving now must either prevent this start or reach this child
             if self.signum is not None:

@@ -47,7 +47,7 @@ from mlp.observe.tensorboard import RunLogger
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.threads", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
 
 
