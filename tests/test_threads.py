@@ -122,3 +122,15 @@ def test_a_run_prints_and_records_its_threads(tiny_config, tmp_path):
     assert re.search(r"^threads  2 \(train\.threads; idle threads sleep: OMP_WAIT_POLICY=PASSIVE\)$",
                      fixed.stdout, re.M), fixed.stdout
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["threads"] == 2
+
+
+def test_fit_uses_its_setting_and_gives_the_threads_back(tiny_config, capsys):
+    import torch
+
+    from mlp.training.loop import fit
+
+    before = torch.get_num_threads()
+    run = fit(load_config(tiny_config, ["train.epochs=1", "train.threads=2"]), "run", progress=False)
+    assert json.loads((run / "metrics.json").read_text())["threads"] == 2
+    assert "threads  2 (train.threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == before

@@ -102,6 +102,7 @@ class Trainer:
         self.progress = progress and self.is_main
         self.timings: dict[str, float] = {}  # seconds this process spent in each phase (see timed)
         self.device = self._setup_device()
+        self.threads_before = torch.get_num_threads()  # put back by close()
         self.threads, self.threads_line = threads.apply(cfg.train.threads)
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
@@ -342,6 +343,7 @@ class Trainer:
             self.diagnostics.close()
         if self.logger is not None:
             self.logger.close()
+        torch.set_num_threads(self.threads_before)
 
 
 def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> dict[str, Any]:
