@@ -25,7 +25,7 @@ import os
 import sys
 
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-_prepared: dict[str, str] = {}  # what prepare() found or did, for describe()
+_prepared: dict[str, str] = {}  # "wait": "set" (before torch loaded) or "late", for wait_policy()
 
 
 def usable_cores() -> int:
