@@ -17,6 +17,7 @@ median samples/s of each setting in each condition, and auto over the best fixed
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,10 @@ def _stop(procs) -> None:
         proc.wait()
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 def measure(load: int, rounds: int, burst: float, batch_size: int) -> dict:
     """The medians over ``rounds`` of each setting, quiet and beside ``load`` busy processes."""
     from mlp.threads import usable_cores
@@ -93,6 +98,7 @@ def measure(load: int, rounds: int, burst: float, batch_size: int) -> dict:
     samples = {(s, c): [] for s in settings for c in ("quiet", "loaded")}
     workers, loaders, lines = {}, [], {}
     load_before = os.getloadavg()
+    signal.signal(signal.SIGTERM, _interrupted)  # a kill, like Ctrl-C, stops the workers and loaders first
     try:
         workers = {s: _start_worker(s, batch_size) for s in settings}
         for setting, proc in workers.items():
