@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--device cpu|cuda|auto] [--epochs N] [--batch-size B] [--set KEY=VALUE ...]
     python scripts/bench.py --time-to-accuracy 0.98
+    python scripts/bench.py --load N [--rounds R] [--burst S] [--batch-size B]
 
 Three measurements on the same machine, data (MNIST from MLP_DATA_ROOT or ./data), model
 (784-512-10 ReLU) and recipe (Adam, lr 0.001, cross-entropy):
@@ -20,7 +21,8 @@ samples over the time spent in the training loop of each epoch (for b, the train
 mlp records; the wall time of the whole fit(), with data loading, validation, checkpoints and
 the final test, is printed beside as mlp_fit_wall_s).  With --time-to-accuracy it instead times, from process start to exit,
 `mlp train --config configs/mnist-fast.yaml`, and the plain pipeline until its test accuracy
-reaches the target.
+reaches the target.  With --load N it instead measures each train.threads setting (1, the
+usable cores, auto) on the machine as it is and beside N busy processes (scripts/bench_threads.py).
 """
 
 from __future__ import annotations
@@ -220,7 +222,16 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for mlp's run (b) only, e.g. train.precision=bf16 or "
                              "train.compile=reduce-overhead; repeatable")
+    parser.add_argument("--load", type=positive_int, default=None, metavar="N",
+                        help="measure the thread settings quiet and beside N busy processes")
+    parser.add_argument("--burst", type=float, default=2.0, metavar="S", help="with --load: seconds per measurement")
     args = parser.parse_args()
+    if args.load is not None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_threads import measure
+
+        print(json.dumps(measure(args.load, args.rounds, args.burst, args.batch_size)))
+        return
     from mlp.config import load_config
     from mlp.data import ensure_files, load_data, resolve_root
 
@@ -279,6 +290,9 @@ def run(entry) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C or a kill: the busy processes and workers are already stopped
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

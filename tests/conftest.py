@@ -10,6 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+# mlp's thread policy for the test run (docs/speed.md), set before anything imports torch: one
+# thread per training, here and in every process a test starts (they inherit this environment),
+# and idle OpenMP threads sleep.  The trainings here are tiny, so a second thread gains little,
+# and on a busy machine two threads that spin while waiting for each other made them many
+# times slower.  OMP_NUM_THREADS=2 make test gives them two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from fakedata import write_cifar, write_mnist
 
 # The real data (CI sets MLP_DATA_ROOT=../shared/data); captured before any test changes it.

@@ -175,6 +175,9 @@ class TrainConfig(_Section):
         "step", description="per-layer statistics in TensorBoard (dead units, activations, gradients): "
                             "every log_every steps, once an epoch, or off")
     histogram_every: Int = Field(1, ge=0, description="epochs between per-layer histograms; 0: none")
+    threads: Literal["auto"] | Annotated[Int, Field(ge=1)] = Field(
+        "auto", description="CPU threads: auto (OMP_NUM_THREADS if set, else the usable cores, idle OpenMP "
+                            "threads sleeping; docs/speed.md) or a fixed count")
 
     @field_validator("compile", "diagnostics", mode="before")
     @classmethod
@@ -183,6 +186,13 @@ class TrainConfig(_Section):
         if not isinstance(v, bool):
             return v
         return ("default" if info.field_name == "compile" else "step") if v else "off"
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_syntax(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"{v!r} is not a thread setting; use auto or a whole number of threads, 1 or more")
 
     @field_validator("device")
     @classmethod

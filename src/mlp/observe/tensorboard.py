@@ -198,9 +198,12 @@ class RunLogger:
             self.writer.file_writer.add_summary(summary)
         self.writer.file_writer.add_summary(custom_scalars(scalars_layout(config["model"]["depth"])))
         examples = train_images[:SAMPLE_IMAGES]
-        with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            self.writer.add_graph(model, examples[:1])
+        # The graph comes with the diagnostics (its first trace costs about 0.2 s of CPU, a few
+        # percent of the fast recipe, which turns them off)
+        if config["train"].get("diagnostics", "step") != "off":
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                self.writer.add_graph(model, examples[:1])
         from mlp.observe.figures import denormalise
 
         # add_images tiles the batch into one grid itself (and needs no torchvision import)

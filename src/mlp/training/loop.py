@@ -35,7 +35,7 @@ from mlp.training.state import upgrade_resume_section
 from mlp.training.trainer import EpochHook, Trainer
 
 # What --set may change when resuming: nothing the saved model, optimizer or data order depends on.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.log_every", "train.eval_batch_size",
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.threads", "train.log_every", "train.eval_batch_size",
                      "data.root", "data.download")
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mlp import __version__
+from mlp import __version__, threads
 from mlp.training import distributed
 from mlp.training.progress import progress_bar
 from mlp.config import Config, activation_label
@@ -48,6 +48,8 @@ class Trainer:
         self.progress = progress and self.is_main
         self.timings: dict[str, float] = {}  # seconds this process spent in each phase (see timed)
         self.device = self._setup_device()
+        self.threads_before = torch.get_num_threads()  # put back by close()
+        self.threads, self.threads_line = threads.apply(cfg.train.threads)
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
         torch.manual_seed(cfg.seed + 2 * self.rank)
@@ -134,7 +136,8 @@ class Trainer:
         if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
             self.forward = torch.compile(self.forward, mode=cfg.train.compile)
         folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
-                        "parameters": self.parameters, "init": init_label(cfg.model), "timings": self.timings}
+                        "threads": self.threads, "parameters": self.parameters, "init": init_label(cfg.model),
+                        "timings": self.timings}
         if self.is_main:
             widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
             print(f"run      {folder.path}")
@@ -147,6 +150,8 @@ class Trainer:
                 print(note, file=sys.stderr if note.startswith("warning:") else sys.stdout)
             if cfg.train.precision == "auto" or self.precision != "fp32":
                 print(f"precision {self.precision} ({self.precision_reason})")
+            if self.device.type == "cpu":
+                print(f"threads  {self.threads_line}")
         # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
         self.logger = RunLogger(folder.path, purge_step=self.state.step + 1 if resumed else None,
                                 enabled=self.is_main)
@@ -301,6 +306,7 @@ class Trainer:
             self.diagnostics.close()
         if self.logger is not None:
             self.logger.close()
+        torch.set_num_threads(self.threads_before)
 
 
 def check_finite(losses: torch.Tensor, first_step: int) -> None:

@@ -36,10 +36,12 @@ PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it 
 def worker_threads(jobs: int) -> int:
     """The intra-op threads of each of ``jobs`` trainings running side by side (the one place
     that decides it): an ``OMP_NUM_THREADS`` the user set, or an equal share of the cores."""
+    from mlp import threads
+
     explicit = os.environ.get("OMP_NUM_THREADS", "")
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return threads.worker_threads(jobs)  # the usable cores (affinity), shared equally
 
 
 def outcome(code: int | None, status: str | None, stopped: bool) -> str:
