@@ -214,3 +214,15 @@ def test_on_real_mnist_the_collapsed_sigmoid_network_is_reported_saturated(monke
     assert max(run["saturated_max"][-2:]) > 0.5  # the top layers: σ' below 1/5 of its largest on every example
     said = " ".join(summary["findings"])
     assert "Units saturated" in said and "default" in said
+
+
+def test_a_varied_depth_gets_a_report_with_each_run_at_its_own_depth(tmp_path):
+    config = write_config(tmp_path / "depth.yaml", {"model": {"width": 16, "activation": "relu"}})
+    done = run_mlp("compare", "-c", config, "--vary", "model.depth=0,1,3", "--out", "depth", "--jobs", "1",
+                   "--set", "train.epochs=1")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "depth/summary.json").read_text())
+    assert [len(r["signal"].get("init") or []) for r in summary["runs"].values()] == [0, 1, 3]
+    said = " ".join(summary["findings"])
+    assert "layer 1" not in said or "layer 3" in said  # a signal ratio is only stated for the 3-layer run
+    assert (tmp_path / "depth/report.html").stat().st_size > 10_000

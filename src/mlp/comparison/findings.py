@@ -111,13 +111,17 @@ def init_findings(runs: dict[str, Any], summary: dict[str, Any]) -> list[str]:
 
 def signal_findings(runs: dict[str, Any], depth: int) -> list[str]:
     """Vanishing or even signal from layer L back to layer 1, at step 0 (else the first step), and a
-    steady per-layer factor compared with the activation's largest derivative."""
-    if depth < 2:
-        return []
+    steady per-layer factor compared with the activation's largest derivative.  L is each run's last
+    hidden layer (``depth`` when every run has the config's depth; ``model.depth`` may vary)."""
     moment = "init" if all("init" in r["signal"] for r in runs.values()) else "first"
+    depths = {a: len(r["signal"].get(moment) or []) for a, r in runs.items()}
+    runs = {a: r for a, r in runs.items() if depths[a] >= 2}
     ratios = {a: r["signal_ratio"].get(moment) for a, r in runs.items() if r["signal_ratio"].get(moment)}
     if not ratios:
         return []
+    same = len({depths[a] for a in ratios}) == 1
+    last = {a: f"layer {depths[a]}" for a in ratios}
+    top = f"layer {depths[next(iter(ratios))]}" if same else "the run's last hidden layer"
     when = "at step 0 (before any update)" if moment == "init" else f"at step {next(iter(runs.values()))['steps'].get('first')}"
     vanishing = sorted((a for a in ratios if ratios[a] < VANISHING), key=ratios.get)
     even = [a for a in ratios if 1 / EVEN <= ratios[a] <= EVEN]
@@ -125,14 +129,14 @@ def signal_findings(runs: dict[str, Any], depth: int) -> list[str]:
     if vanishing:
         listed = _and([f"{a} ({fraction(ratios[a])})" for a in vanishing])
         sentences.append(f"The gradient signal vanishes on its way back to the input {when} for {listed}: the "
-                         f"signal reaching layer 1 (next to the input) is that fraction of the signal at layer {depth} "
+                         f"signal reaching layer 1 (next to the input) is that fraction of the signal at {top} "
                          f"(next to the output).")
     if even:
-        listed = _and([f"{a} ({compared(ratios[a], 'layer 1', f'layer {depth}')})" for a in even])
+        listed = _and([f"{a} ({compared(ratios[a], 'layer 1', last[a])})" for a in even])
         sentences.append(f"For {listed} the signal stays within a factor of {EVEN:g} across the layers {when}.")
     between = [a for a in ratios if a not in vanishing and a not in even]
     if between:
-        listed = _and([f"{a} ({compared(ratios[a], 'layer 1', f'layer {depth}')})" for a in between])
+        listed = _and([f"{a} ({compared(ratios[a], 'layer 1', last[a])})" for a in between])
         sentences.append(f"In between {when}: {listed}.")
     for a, r in runs.items():
         sentence = steady_factor(a, r, r["signal"].get(moment), when)

@@ -101,6 +101,12 @@ def _plain_log_ticks(ax) -> None:
     ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
 
 
+def _deepest(summary: dict[str, Any]) -> int:
+    """The most hidden layers any run has (the config's depth, unless model.depth varies)."""
+    lengths = [len(v) for r in summary["runs"].values() for v in (r.get("signal") or {}).values() if v]
+    return max(lengths + [summary["depth"] or 1])
+
+
 def _moments(summary, key) -> list[str]:
     return [m for m in MOMENT_TITLES if any(m in r[key] for r in summary["runs"].values())]
 
@@ -110,14 +116,14 @@ def signal_figure(summary: dict[str, Any], s: dict):
     names = _moments(summary, "signal")
     fig = _figure(3.2 * max(len(names), 1) + 2.5, 7.0, layout="constrained")
     axes = fig.subplots(2, max(len(names), 1), sharey="row", squeeze=False)
-    depth = summary["depth"]
+    depth = _deepest(summary)
     for col, name in enumerate(names):
         for row, key in enumerate(("signal", "weight_grad_rms")):
             ax = axes[row][col]
             for a, run in summary["runs"].items():
                 values = run[key].get(name)
-                if values and min(values) > 0:
-                    ax.plot(range(1, depth + 1), values, color=s["colours"][a], marker=s["markers"][a], lw=2)
+                if values and min(values) > 0:  # each run its own depth (model.depth may vary)
+                    ax.plot(range(1, len(values) + 1), values, color=s["colours"][a], marker=s["markers"][a], lw=2)
             ax.set(xticks=range(1, depth + 1), yscale="log")
             ax.grid(alpha=0.3)
         axes[0][col].set_title(MOMENT_TITLES[name])
@@ -132,13 +138,13 @@ def profile_figure(summary: dict[str, Any], s: dict, key: str, ylabel: str, log:
     names = [n for n in _moments(summary, key) if not (key == "update_ratio" and n == "init")]
     fig = _figure(3.2 * max(len(names), 1) + 2.5, 4.0, layout="constrained")
     axes = fig.subplots(1, max(len(names), 1), sharey=True, squeeze=False)[0]
-    depth = summary["depth"]
+    depth = _deepest(summary)
     for ax, name in zip(axes, names):
         for a, run in summary["runs"].items():
             values = run[key].get(name)
             if values and (not log or min(values) > 0):
                 shown = values if log else [100 * v for v in values]
-                ax.plot(range(1, depth + 1), shown, color=s["colours"][a], marker=s["markers"][a], lw=2)
+                ax.plot(range(1, len(shown) + 1), shown, color=s["colours"][a], marker=s["markers"][a], lw=2)
         ax.set(title=MOMENT_TITLES[name], xlabel="hidden layer (1 = next to the input)", xticks=range(1, depth + 1))
         ax.grid(alpha=0.3)
     if log:
@@ -154,13 +160,17 @@ def distributions_figure(summary: dict[str, Any], records: dict[str, dict], s: d
     """One row per condition (its first run), one column per hidden layer: the outputs' histogram at
     the end (filled) and at step 0 (grey line), each panel on its own range (written under it), so a
     layer collapsed into a narrow band is as visible as a wide one."""
-    labels = [a for a in summary["runs"] if (records.get(a) or {}).get("distributions")]
-    depth = summary["depth"]
+    labels = [a for a in summary["runs"] if (records.get(a) or {}).get("distributions")
+              and records[a]["distributions"][0]["layers"]]
+    depth = max([len(records[a]["distributions"][0]["layers"]) for a in labels] + [1])
     fig = _figure(max(2.1 * depth + 1.5, 6), 1.6 * max(len(labels), 1) + 1.2, layout="constrained")
     axes = fig.subplots(max(len(labels), 1), max(depth, 1), squeeze=False)
     for row, a in zip(axes, labels):
         first, last = records[a]["distributions"][0], records[a]["distributions"][-1]
         for i, ax in enumerate(row):
+            if i >= len(first["layers"]):  # a shallower run (model.depth varied): no such layer
+                ax.axis("off")
+                continue
             low = min(first["layers"][i]["low"], last["layers"][i]["low"])
             high = max(first["layers"][i]["high"], last["layers"][i]["high"])
             for d, filled in ((first, False), (last, True)):
