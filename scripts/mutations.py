@@ -189,7 +189,7 @@ MUTATIONS: list[Mutation] = [
     M(DATA, "padded = pad_value.view(1, c, 1, 1)", "padded = torch.zeros_like(pad_value).view(1, c, 1, 1)",
       "the padding ignores the pad value"),
     M(DATA, "if len(batches) > 1 and len(batches[-1]) < min_last:", "if len(batches) > 1 and len(batches[-1]) <= min_last:",
-      "a last batch of min_last images joins the one before",
+      "a last batch of min_last images joins the one before", f"{UNITS}augment.py",
       "tests/test_data.py::test_epoch_batches_cover_every_index_once_and_follow_the_seed",
       "tests/test_run_folder.py::test_batch_norm_trains_when_the_last_batch_holds_one_image"),
     M(DATA, "return order[:val_size], order[val_size:]", "return order[:val_size], order[val_size - 1:]",
