@@ -247,4 +247,10 @@ MUTATIONS: list[Mutation] = [
       "a leaderboard tie broken the other way"),
     M(SWEEP, 'rows.sort(key=lambda r: (r["best_val_acc"] is None,', 'rows.sort(key=lambda r: (r["best_val_acc"] is not None,',
       "trials without a result first on the leaderboard"),
+    # --- added after the first full run (appended, so that the numbers above stay)
+    M(FOLDER, 'return "resume" if (path / "last.pth").is_file() else "new"', 'return "new"',
+      "an interrupted trial or compare run is trained again from scratch"),
+    M(FOLDER, "    if status in ENDED:\n        return status", '    if status == "finished":\n        return status',
+      "a pruned or diverged trial is trained again"),
+    M(NOVELTY, "clamp_min(STD_FLOOR)", "clamp_min(0.0)", "a pixel constant in training gives an infinite novelty"),
 ]
