@@ -189,7 +189,7 @@ MUTATIONS: list[Mutation] = [
     M(DATA, "padded = pad_value.view(1, c, 1, 1)", "padded = torch.zeros_like(pad_value).view(1, c, 1, 1)",
       "the padding ignores the pad value"),
     M(DATA, "if len(batches) > 1 and len(batches[-1]) < min_last:", "if len(batches) > 1 and len(batches[-1]) <= min_last:",
-      "a last batch of min_last images joins the one before",
+      "a last batch of min_last images joins the one before", f"{UNITS}augment.py",
       "tests/test_data.py::test_epoch_batches_cover_every_index_once_and_follow_the_seed",
       "tests/test_run_folder.py::test_batch_norm_trains_when_the_last_batch_holds_one_image"),
     M(DATA, "return order[:val_size], order[val_size:]", "return order[:val_size], order[val_size - 1:]",
@@ -247,4 +247,10 @@ MUTATIONS: list[Mutation] = [
       "a leaderboard tie broken the other way"),
     M(SWEEP, 'rows.sort(key=lambda r: (r["best_val_acc"] is None,', 'rows.sort(key=lambda r: (r["best_val_acc"] is not None,',
       "trials without a result first on the leaderboard"),
+    # --- added after the first full run (appended, so that the numbers above stay)
+    M(FOLDER, 'return "resume" if (path / "last.pth").is_file() else "new"', 'return "new"',
+      "an interrupted trial or compare run is trained again from scratch"),
+    M(FOLDER, "    if status in ENDED:\n        return status", '    if status == "finished":\n        return status',
+      "a pruned or diverged trial is trained again"),
+    M(NOVELTY, "clamp_min(STD_FLOOR)", "clamp_min(0.0)", "a pixel constant in training gives an infinite novelty"),
 ]

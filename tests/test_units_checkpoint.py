@@ -15,7 +15,7 @@ from mlp.commands.evaluate import evaluate_checkpoint
 from mlp.config import load_config
 from mlp.errors import UserError
 from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, load_checkpoint
-from mlp.run.folder import RunFolder
+from mlp.run.folder import RunFolder, previous_run
 from mlp.training.loop import fit
 
 
@@ -157,3 +157,20 @@ def test_a_checkpoint_of_a_newer_format_or_missing_a_part_is_refused(tmp_path):
     (tmp_path / "partial.pth").write_bytes(checkpoint_bytes(partial))
     with pytest.raises(UserError, match="missing classes"):
         load_checkpoint(tmp_path / "partial.pth")
+
+
+def test_what_a_folder_holds_of_a_run_decides_whether_it_is_resumed(tmp_path):
+    run = tmp_path / "trial"
+    assert previous_run(run, "name: a\n", "retry") == "new"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: a\n")
+    assert previous_run(run, "name: a\n", "retry") == "new"  # started, but no epoch saved
+    (run / "last.pth").write_bytes(b"state")
+    assert previous_run(run, "name: a\n", "retry") == "resume"
+    for status in ("finished", "pruned", "diverged"):
+        (run / "metrics.json").write_text(json.dumps({"status": status}))
+        assert previous_run(run, "name: a\n", "retry") == status
+    (run / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    assert previous_run(run, "name: a\n", "retry") == "resume"
+    with pytest.raises(UserError, match="holds a run with a different config; retry"):
+        previous_run(run, "name: b\n", "retry")

@@ -49,3 +49,15 @@ def test_the_novelty_threshold_is_the_calibration_images_999th_permille():
     assert torch.quantile(held_out.double(), QUANTILE).item() == pytest.approx(1.0, rel=1e-6)
     assert 0 < (held_out > 1).sum().item() <= 2  # 0.1% of 1500 images are above 1
     assert (novelty(images[:fit] + 3.0, profile) > 1).all()  # shifted three standard deviations: all unusual
+
+
+def test_a_pixel_constant_in_training_makes_a_large_novelty_not_an_infinite_one():
+    torch.manual_seed(0)
+    images = torch.randn(400, 1, 4, 4)
+    images[:, 0, 0, 0] = -0.4  # the border of MNIST: the same in every training image
+    profile = input_profile(images)
+    odd = images[:5].clone()
+    odd[:, 0, 0, 0] = 2.0  # ink where training never had any
+    scores = novelty(odd, profile)
+    assert torch.isfinite(scores).all() and (scores > 1).all()
+    assert profile["std"].min().item() == pytest.approx(0.2)  # the floor a pixel's spread is given
