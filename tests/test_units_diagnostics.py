@@ -52,21 +52,24 @@ def test_a_relu_unit_whose_input_is_exactly_zero_is_inactive():
     block.train()
     block(torch.rand(8, 4) + 0.1)
     handle.remove()
-    assert stats.inactive_fraction().item() == 0.5
+    shares = stats.inactive_fraction()
+    assert shares["inactive"].item() == 0.5 and shares["dead"].item() == 0.5
 
 
 def test_a_tanh_unit_held_beyond_its_flat_tail_is_inactive():
-    """tanh is flat (derivative at most 0.01) beyond about ±3: a unit always at +4, or always at -4, is
-    saturated; one at 0 is not."""
+    """tanh is flat (derivative below a fifth of its largest, 1) beyond about ±1.44: a unit always at
+    +4, or always at -4, is saturated, not dead; one at 0 or at 1 is not."""
     torch.manual_seed(0)
     block = build_model(ModelConfig(width=4, activation="tanh"), (1, 2, 2), 2).hidden0
     with torch.no_grad():
         block.linear.weight.zero_()
-        block.linear.bias.copy_(torch.tensor([4.0, -4.0, 0.0, 2.5]))
+        block.linear.bias.copy_(torch.tensor([4.0, -4.0, 0.0, 1.0]))
     stats = LayerStats(block)
-    assert 2.9 < float(stats.high.min()) < 3.1
+    assert 1.40 < float(stats.high.min()) < 1.48
     handle = block.activation.register_forward_hook(stats.on_forward)
     block.train()
     block(torch.rand(8, 4))
     handle.remove()
-    assert stats.inactive_fraction().item() == 0.5
+    shares = stats.inactive_fraction()
+    assert shares["inactive"].item() == 0.5 and shares["saturated"].item() == 0.5
+    assert shares["dead"].item() == 0.0

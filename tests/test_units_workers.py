@@ -1,76 +1,98 @@
 """Unit tests of how compare and sweep hand out their runs: a failed run stops ``compare --jobs 1``,
 workers get their share of the cores in OMP_NUM_THREADS, and the leaderboard orders ties."""
 
-import os
-import signal
 import subprocess
 from types import SimpleNamespace
 
 import optuna
 
-import mlp.comparison.plan
-from mlp.comparison.plan import Planned, train_all
-from mlp.sweep.runner import Plan, Worker, leaderboard
+import mlp.commands.runs
+import mlp.threads
+from mlp.comparison.plan import Planned
+from mlp.comparison.trainings import train_all
+from mlp.sweep.leaderboard import leaderboard
+from mlp.sweep.runner import Plan
+from mlp.sweep.worker import Worker
+from mlp.training.workers import Workers
 
 
 def _planned(tmp_path, *names):
     config = SimpleNamespace(to_dict=lambda: {})
-    return [Planned(name, config, tmp_path / name, "new") for name in names]
+    return [Planned(name, {}, 0, config, tmp_path / name, "new") for name in names]
+
+
+def _stub_trainings(monkeypatch, statuses, trained):
+    """Workers.train stubbed: a run named in ``statuses`` ends that way (its exit code and the
+    status its metrics.json records), any other finishes; ``trained`` gets each run's name."""
+    ends = {"finished": (0, "finished"), "failed": (1, None), "diverged": (3, "diverged")}
+
+    def train(self, key, args, log_file, env=None, announce=None):
+        trained.append(key)
+        code, _ = ends[statuses.get(key, "finished")]
+        return code, "error: disk full"
+
+    def read_run(folder):
+        return {"status": ends[statuses.get(folder.name, "finished")][1]}
+
+    monkeypatch.setattr(Workers, "train", train)
+    monkeypatch.setattr(mlp.commands.runs, "read_run", read_run)
 
 
 def test_compare_with_one_job_stops_at_the_first_failed_run(tmp_path, monkeypatch):
     trained = []
-
-    def train_one(activation, config, run_dir, state, threads=None):
-        trained.append(activation)
-        status = "failed" if activation == "tanh" else "finished"
-        return {"activation": activation, "status": status, "message": "disk full", "exit_code": 0, "seconds": 1.0}
-
-    monkeypatch.setattr(mlp.comparison.plan, "train_one", train_one)
+    _stub_trainings(monkeypatch, {"tanh": "failed"}, trained)
     results = train_all(_planned(tmp_path, "relu", "tanh", "gelu", "elu"), jobs=1)
     assert trained == ["relu", "tanh"] and [r["status"] for r in results] == ["finished", "failed"]
+    assert results[1]["message"] == "disk full"
 
 
 def test_compare_with_one_job_goes_on_after_a_diverged_run(tmp_path, monkeypatch):
-    def train_one(activation, config, run_dir, state, threads=None):
-        status = "diverged" if activation == "relu" else "finished"
-        return {"activation": activation, "status": status, "message": "nan", "exit_code": 0, "seconds": 1.0}
-
-    monkeypatch.setattr(mlp.comparison.plan, "train_one", train_one)
+    trained = []
+    _stub_trainings(monkeypatch, {"relu": "diverged"}, trained)
     results = train_all(_planned(tmp_path, "relu", "tanh"), jobs=1)
-    assert [r["status"] for r in results] == ["diverged", "finished"]
+    assert trained == ["relu", "tanh"] and [r["status"] for r in results] == ["diverged", "finished"]
 
 
-def test_a_compare_worker_gets_its_share_of_the_cores(monkeypatch):
+class _Finished:
+    """A training process that has already ended well; keeps the environment it was given."""
+
+    envs = []
+    returncode = 0
+
+    def __init__(self, command, env, **kwargs):
+        self.envs.append(env)
+
+    def poll(self):
+        return 0
+
+
+def _child_envs(monkeypatch, cores):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "setsid", lambda: None)  # the worker's own session: not this test's process
-    monkeypatch.setattr(signal, "signal", lambda *args: None)
-    mlp.comparison.plan._worker_start(3)
-    assert os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setattr(mlp.threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(subprocess, "Popen", _Finished)
+    _Finished.envs = []
+    return _Finished.envs
+
+
+def test_a_compare_worker_gets_its_share_of_the_cores(tmp_path, monkeypatch):
+    envs = _child_envs(monkeypatch, 6)
+    for jobs in (3, 1):
+        assert Workers(jobs).train("run", [], tmp_path / f"{jobs}.log") == (0, "")
+    assert [env["OMP_NUM_THREADS"] for env in envs] == ["2", "6"]  # 6 cores: 3 runs at a time, or one
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's own setting wins
+    Workers(3).train("run", [], tmp_path / "set.log")
+    assert envs[-1]["OMP_NUM_THREADS"] == "5"
 
 
 def test_a_sweep_trial_gets_its_share_of_the_cores(tmp_path, monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    envs = []
-
-    class Finished:
-        returncode = 0
-
-        def __init__(self, command, env, **kwargs):
-            envs.append(env)
-
-        def poll(self):
-            return 0
-
-    monkeypatch.setattr(subprocess, "Popen", Finished)
+    envs = _child_envs(monkeypatch, 8)
     study = SimpleNamespace(child_env=lambda claim, epochs: "{}")
     plan = SimpleNamespace(config=tmp_path / "c.yaml")
     trial = SimpleNamespace(run_dir=tmp_path / "trial", overrides=[], epochs=1)
     for jobs in (4, 1):
         Worker(plan, study, jobs)._train(SimpleNamespace(trial_id=jobs), trial, "new", "go")
     assert envs[0]["OMP_NUM_THREADS"] == "2"  # 8 cores, 4 trials at a time
-    assert "OMP_NUM_THREADS" not in envs[1]  # one at a time: torch's own choice
+    assert envs[1]["OMP_NUM_THREADS"] == "8"  # one at a time: all of them
 
 
 def test_the_leaderboard_breaks_a_validation_tie_by_test_accuracy(tmp_path):
