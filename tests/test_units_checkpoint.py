@@ -10,11 +10,12 @@ import stat
 import pytest
 import torch
 
-import mlp.training.loop
+import mlp.training.trainer
 from mlp.commands.evaluate import evaluate_checkpoint
 from mlp.config import load_config
 from mlp.errors import UserError
-from mlp.run.checkpoint import atomic_write_many, checkpoint_bytes, load_checkpoint
+from mlp.run.checkpoint import checkpoint_bytes, load_checkpoint
+from mlp.run.durable import commit
 from mlp.run.folder import RunFolder, previous_run
 from mlp.training.loop import fit
 
@@ -40,7 +41,7 @@ def calls(monkeypatch):
 
 
 def test_every_file_is_fsynced_before_the_first_rename_and_the_folder_after_the_last(tmp_path, calls):
-    atomic_write_many({tmp_path / "a.pth": b"a" * 100, tmp_path / "b.json": b"{}"})
+    commit({tmp_path / "a.pth": b"a" * 100, tmp_path / "b.json": b"{}"})
     assert (tmp_path / "a.pth").read_bytes() == b"a" * 100 and (tmp_path / "b.json").read_bytes() == b"{}"
     first_rename, last_rename = calls.index("rename"), len(calls) - 1 - calls[::-1].index("rename")
     assert calls.count("rename") == 2
@@ -63,7 +64,7 @@ def test_a_failed_write_leaves_the_old_files_and_no_temporary_file(tmp_path, mon
 
     monkeypatch.setattr(os, "fsync", full_on_the_second)
     with pytest.raises(OSError):
-        atomic_write_many({tmp_path / "a.pth": b"new a", tmp_path / "b.json": b"new b"})
+        commit({tmp_path / "a.pth": b"new a", tmp_path / "b.json": b"new b"})
     assert (tmp_path / "a.pth").read_bytes() == b"old a" and (tmp_path / "b.json").read_bytes() == b"old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.json"]
 
@@ -72,7 +73,7 @@ def test_temporary_files_of_a_killed_write_are_removed_when_the_run_is_opened_ag
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("name: x\n")
-    for name in (".last.pth.k2j3x9.tmp", ".metrics.json.a1b2c3.tmp"):
+    for name in (".last.pth.k2j3x9a0.tmp", ".metrics.json.a1b2c3d4.tmp"):
         (run / name).write_bytes(b"half written")
     with RunFolder.existing(run):
         assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml"]
@@ -82,7 +83,7 @@ def test_overwrite_starts_the_run_folder_clean(tiny_config, tmp_path):
     cfg = load_config(tiny_config, ["train.epochs=1", "train.diagnostics=off"])
     run = fit(cfg, tmp_path / "run", progress=False)
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    (run / ".last.pth.zz9y8x.tmp").write_bytes(b"half written")
+    (run / ".last.pth.0f9e8d7c.tmp").write_bytes(b"half written")
     again = fit(load_config(tiny_config, ["train.epochs=2", "train.diagnostics=off"]), run, overwrite=True,
                 progress=False)
     assert len(list(again.glob("events.out.tfevents.*"))) == 1  # one curve: the old run's events are gone
@@ -93,13 +94,13 @@ def test_overwrite_starts_the_run_folder_clean(tiny_config, tmp_path):
 def test_checkpoint_pth_holds_the_best_epoch_not_a_tie_or_a_later_worse_one(tiny_config, tmp_path, monkeypatch):
     """Validation accuracy is scripted 50%, 70%, 70%, 60%: epoch 2 is the best, epoch 3 only ties it."""
     scripted = iter([0.5, 0.7, 0.7, 0.6])
-    real = mlp.training.loop.evaluate
+    real = mlp.training.trainer.evaluate
 
     def evaluate(model, split, num_classes, batch_size=1024):
         result = real(model, split, num_classes, batch_size)
         return {**result, "accuracy": next(scripted)} if len(split) == 200 else result  # the validation split
 
-    monkeypatch.setattr(mlp.training.loop, "evaluate", evaluate)
+    monkeypatch.setattr(mlp.training.trainer, "evaluate", evaluate)
     saved = {}
 
     def keep_epoch_weights(epoch, record):
