@@ -14,7 +14,7 @@ from mlp.config import load_config
 from mlp.data import normalise
 from mlp.errors import Diverged, UserError
 from mlp.training.distributed import check_batches_split
-from mlp.training.loop import Trainer, check_finite
+from mlp.training.trainer import Trainer, check_finite
 from mlp.training.optim import build_optimizer, build_scheduler
 from mlp.training.state import EpochTotals, RandomStreams, TrainingState
 
