@@ -34,10 +34,14 @@ def test_print_config_without_a_config_is_the_defaults_with_each_key_explained()
     commented = [re.fullmatch(r"( *)([a-z_]+):.*?  # (\S.*)", line) for line in keys]
     assert all(commented), [line for line, match in zip(keys, commented) if not match]
     top = [m.group(2) for m in commented if not m.group(1)]
-    assert top == list(Config.model_fields)
+    assert top == [name for name in Config.model_fields if name != "compare"]  # compare: unset, shown commented out
     nested = [m.group(2) for m in commented if m.group(1)]
     sections = [Config.model_fields[name].annotation for name in top if name not in ("name", "seed")]
     assert nested == [key for section in sections for key in section.model_fields]
+    from mlp.config import CompareConfig
+
+    shown = [re.fullmatch(r"#   ([a-z_]+): .*  # \S.*", line) for line in done.stdout.splitlines() if line.startswith("#   ")]
+    assert "# compare:" in done.stdout and [m.group(1) for m in shown if m] == list(CompareConfig.model_fields)
 
 
 def test_usage_errors_exit_2(tiny_config):

@@ -272,7 +272,7 @@ def test_data_without_read_permission_is_not_called_damaged(tiny_config, monkeyp
 
 
 def test_a_batch_whose_activations_do_not_fit_is_refused_up_front(tiny_config, monkeypatch):
-    weights = 4 * 4 * mlp.model.parameter_count(load_config(tiny_config).model, (1, 28, 28), 10)
+    weights = 4 * 4 * mlp.model.parameter_count(load_config(tiny_config).model, (1, 28, 28), 10)[0]
     monkeypatch.setattr(mlp.device, "free_memory", lambda device: weights + 1000)  # the weights fit, a batch not
     with pytest.raises(UserError) as e:
         fit(load_config(tiny_config, ONE), "run", progress=False)

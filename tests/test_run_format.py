@@ -122,17 +122,14 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
 
     sets = ["train.epochs=3", "train.log_every=1"]
     straight = fit(load_config(tiny_config, sets), "straight", progress=False)
-    build = mlp.training.trainer.build_model
+    train_step = mlp.training.trainer.Trainer.train_step
+    calls = {"n": 0}
 
-    def dies_at_step_23(*args, **kwargs):
-        model, calls = build(*args, **kwargs), {"n": 0}
-
-        def hook(module, inputs):
-            calls["n"] += module.training
-            if calls["n"] == 24:  # steps 17..23 of epoch 2 are logged; last.pth holds step 16
-                os._exit(9)
-        model.register_forward_pre_hook(hook)
-        return model
+    def dies_at_step_24(self, idx):  # steps 17..23 of epoch 2 are logged; last.pth holds step 16
+        calls["n"] += 1
+        if calls["n"] == 24:
+            os._exit(9)
+        return train_step(self, idx)
 
     step = mlp.observe.tensorboard.RunLogger.step
 
@@ -141,7 +138,7 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
         self.writer.flush()
 
     with monkeypatch.context() as m:
-        m.setattr(mlp.training.trainer, "build_model", dies_at_step_23)
+        m.setattr(mlp.training.trainer.Trainer, "train_step", dies_at_step_24)
         m.setattr(mlp.observe.tensorboard.RunLogger, "step", flushed_step)
         if older:
             m.setattr(mlp.observe.tensorboard, "SummaryWriter", lambda logdir, purge_step=None: SummaryWriter(logdir))

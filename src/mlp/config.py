@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+import typing
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -279,8 +280,10 @@ class Config(_Section):
         return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML file (or start from defaults), apply ``key.sub=value`` overrides, validate."""
+def load_config(path: str | Path | None, overrides: list[str] = (), typed: list[str] | None = None) -> Config:
+    """Read a YAML file (or start from defaults), apply ``key.sub=value`` overrides, validate.
+    A mistake is blamed on the ``--set`` that made it when that override is among ``typed`` (the
+    ones the user typed as --set; default: all), else on the file (a sweep names its own values)."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -288,6 +291,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         source = str(path)
         raw = read_yaml(path)
     given = apply_overrides(raw, overrides)
+    if typed is not None:
+        given = {key: item for key, item in given.items() if item in typed}
     return validate_config(raw, source, given)
 
 
@@ -499,6 +504,12 @@ def commented_yaml(cfg: Config) -> str:
     for name, field in Config.model_fields.items():
         section = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) \
             else None
+        if name not in values:  # an optional section, unset by default (compare): shown commented out
+            section = next(t for t in typing.get_args(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel))
+            defaults = section().model_dump()
+            lines += ["", f"# {name}:{_comment(field)}"]
+            lines += [f"#   {key}: {_flow(defaults[key])}{_comment(sub)}" for key, sub in section.model_fields.items()]
+            continue
         if section is None:
             lines.append(f"{name}: {_flow(values[name])}{_comment(field)}")
             continue

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp.errors import UserError
+from mlp.numbers import json_ready
 from mlp.files import cause, open_regular, writing
 from mlp.run.checkpoint import checkpoint_bytes, json_bytes
 from mlp.run.durable import commit, previous_name
@@ -197,7 +198,9 @@ class RunFolder:
         previous_name(self.path / METRICS).unlink(missing_ok=True)
         metrics = _metrics_or_none(record)
         history = last["resume"]["history"]
-        if metrics is None or metrics.get("epochs") != history or (metrics.get("best") or {}).get("epoch") != best_epoch:
+        # metrics.json holds the history as JSON rounds it (mlp.numbers); last.pth holds it exactly
+        if metrics is None or metrics.get("epochs") != json_ready(history) or \
+                (metrics.get("best") or {}).get("epoch") != best_epoch:
             self.save(metrics={**(metrics or {}), **metrics_record("interrupted", history, last["resume"]["best"])})
 
     def write_config(self, text: str) -> None:
@@ -258,7 +261,7 @@ def csv_bytes(rows: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(json_ready(rows))  # the numbers as metrics.json holds them
     return out.getvalue().encode()
 
 

@@ -83,7 +83,7 @@ class Plan:
         name = self.name(values, origin)
         overrides = [*self.sets, *self.space.overrides(values)]
         try:
-            cfg = load_config(self.config, overrides)
+            cfg = load_config(self.config, overrides, typed=self.sets)
         except UserError as e:
             raise UserError(f"trial {name}: {e}") from None
         if cfg.data.val_size == 0:
@@ -129,7 +129,7 @@ def plan_sweep(config: Path, space: Space, trials: int | None, sets: list[str], 
 
 def _checked(plan: Plan, overrides: list[str], what: str) -> None:
     try:
-        cfg = load_config(plan.config, overrides)
+        cfg = load_config(plan.config, overrides, typed=plan.sets)
     except UserError as e:
         raise UserError(f"{plan.space.source}: {what}: {e}") from None
     if cfg.data.val_size == 0:
