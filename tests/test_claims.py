@@ -134,7 +134,7 @@ def init_summary(he_acc, glorot_acc, seeds=1):
 def test_init_judges_relu_and_tanh_apart():
     relu, tanh = evaluate_claim("init", init_summary(0.72, 0.41))
     assert verdict(relu) == "supported"
-    assert "with Glorot layer 1 gets 1/40 of" in relu and "with He layer 1 gets 1.4 times" in relu
+    assert "with Glorot layer 1 gets 1/40 of" in relu and "with He the last hidden layer gets 1/1.4 of layer 1's signal" in relu
     assert "test accuracy with He 72.0%, with Glorot 41.0%" in relu
     assert verdict(tanh) == "not supported" and "with Glorot layer 1 gets 1/4.4 of" in tanh  # kept only a quarter
     assert verdict(evaluate_claim("init", init_summary(0.41, 0.72))[0]) == "not supported"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp.comparison import evidence as ev
+from mlp.comparison.findings import fraction
 from mlp.comparison.evidence import Check
 
 KNOWN_CLAIMS = ("vanishing-gradients", "dying-relu", "init", "linear", "cost", "zero-centred")
@@ -74,7 +75,11 @@ def _ratio_check(name: str, run, want: str) -> Check | None:
     ratio, moment = found
     ok = ratio <= SMALL if want == "small" else ratio >= WHOLE
     step = 0 if moment == "init" else 1
-    return Check(ok, f"with {name} layer 1 gets {ev.fraction(ratio)} the last hidden layer's signal at step {step}")
+    if ratio <= 1:
+        said = f"layer 1 gets {fraction(ratio)} of the last hidden layer's signal"
+    else:  # one notation for every ratio (docs/diagnostics.md): the smaller as "1/x of" the larger
+        said = f"the last hidden layer gets {fraction(ratio)} of layer 1's signal"
+    return Check(ok, f"with {name} {said} at step {step}")
 
 
 def _run(summary, **want):

@@ -190,16 +190,6 @@ def percent(x: float) -> str:
     return f"{x:.1%}" if x < 0.1 else f"{x:.0%}"
 
 
-def fraction(ratio: float) -> str:
-    """0.00062 → "1/1600 of", 0.23 → "1/4.3 of", 1.38 → "1.4 times"."""
-    if ratio <= 0:
-        return "0 times"
-    if ratio >= 1:
-        return f"{ratio:.2g} times"
-    inverse = 1 / ratio
-    return f"1/{float(f'{inverse:.2g}'):g} of"
-
-
 def span(values: list[float], fmt: Callable[[float], str]) -> str:
     """One value, or "low–high" over seeds."""
     low, high = min(values), max(values)
