@@ -145,8 +145,9 @@ def profile_figure(summary: dict[str, Any], s: dict, key: str, ylabel: str, log:
             if values and (not log or min(values) > 0):
                 shown = values if log else [100 * v for v in values]
                 ax.plot(range(1, len(shown) + 1), shown, color=s["colours"][a], marker=s["markers"][a], lw=2)
-        ax.set(title=MOMENT_TITLES[name], xlabel="hidden layer (1 = next to the input)", xticks=range(1, depth + 1))
+        ax.set(title=MOMENT_TITLES[name], xticks=range(1, depth + 1))
         ax.grid(alpha=0.3)
+    fig.supxlabel("hidden layer (1 = next to the input)")  # once: a label per narrow panel overlaps
     if log:
         axes[0].set(yscale="log", ylabel=ylabel)
     else:
