@@ -8,7 +8,7 @@ import torch
 from conftest import run_mlp
 from mlp.config import load_config
 from mlp.numbers import json_ready
-from mlp.run.checkpoint import load_checkpoint, save_checkpoint
+from mlp.run.checkpoint import checkpoint_bytes, load_checkpoint
 from mlp.training.loop import fit
 
 
@@ -33,7 +33,7 @@ def test_metrics_json_and_eval_json_are_strict_json(tiny_config, tmp_path):
     ckpt = load_checkpoint(run / "checkpoint.pth")
     first = next(k for k in ckpt["model_state"] if k.endswith("weight"))
     ckpt["model_state"][first] = torch.full_like(ckpt["model_state"][first], math.nan)
-    save_checkpoint(tmp_path / "nan.pth", ckpt)
+    (tmp_path / "nan.pth").write_bytes(checkpoint_bytes(ckpt))
     done = run_mlp("eval", tmp_path / "nan.pth", "--json")
     assert done.returncode == 0, done.stderr
     result = _strict(done.stdout)
