@@ -330,13 +330,15 @@ def test_on_real_mnist_sigmoid_signal_vanishes_and_relu_signal_does_not(monkeypa
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "real/summary.json").read_text())
     relu, sigmoid = summary["runs"]["relu"], summary["runs"]["sigmoid"]
-    assert relu["init"] == "He" and sigmoid["init"] == "Xavier" and summary["depth"] == 6
-    assert sigmoid["signal"]["first"][0] * 10 <= sigmoid["signal"]["first"][-1]
-    assert 1 / 3 <= relu["signal"]["first"][0] / relu["signal"]["first"][-1] <= 3
+    assert relu["init"] == "auto: He" and sigmoid["init"] == "auto: Glorot" and summary["depth"] == 6
+    assert sigmoid["signal"]["init"][0] * 10 <= sigmoid["signal"]["init"][-1]
+    assert 1 / 3 <= relu["signal"]["init"][0] / relu["signal"]["init"][-1] <= 3
     page = (tmp_path / "real/report.html").read_text()
     said = findings(summary)
-    vanishing = [s for s in said if "vanishes on its way back to the input for sigmoid" in s]
-    assert len(vanishing) == 1 and re.search(r"layer 1 is 1/\d+ of that at layer 6", vanishing[0])
-    even = [s for s in said if "within 3 times" in s]
-    assert len(even) == 1 and re.match(r"For relu \((1/\d\.\d|\d\.\d times)\) the signal", even[0])
+    vanishing = [s for s in said if "vanishes on its way back to the input" in s]
+    assert len(vanishing) == 1 and re.search(r"for sigmoid \(1/\d+\): .* the signal at layer 6", vanishing[0])
+    even = [s for s in said if "within a factor of 3" in s]
+    assert len(even) == 1 and re.match(r"For relu \(layer \d is 1/\d\.\d of layer \d\) the signal", even[0])
+    steady = [s for s in said if s.startswith("For sigmoid the signal shrinks by a steady factor")]
+    assert len(steady) == 1 and "sigmoid's largest derivative, 1/4" in steady[0]
     assert all(str(escape(sentence)) in page for sentence in said)
