@@ -18,9 +18,9 @@ Before the mutations, each module's tests are run once on the unbroken copy; a m
 fail there is reported and its mutations skipped (a kill would mean nothing).
 
     python scripts/mutate.py                  # everything (about half an hour on two busy cores)
-    python scripts/mutate.py --only report    # the mutations of files whose path contains "report"
+    python scripts/mutate.py --only findings  # the mutations of files whose path contains "findings"
     python scripts/mutate.py --list           # the mutations and the tests each one runs
-    python scripts/mutate.py --only loop --ids 3,4   # just those two (ids as --list shows them)
+    python scripts/mutate.py --only trainer --ids 3,4  # just those two (ids as --list shows them)
 
 Run it with ``nice -n 10`` and ``OMP_NUM_THREADS=1`` on a shared machine.
 """
