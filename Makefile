@@ -23,15 +23,17 @@ train: setup
 	$(BIN)/mlp train --config $(CONFIG) $(ARGS)
 
 # Everything but the built-in experiments (test-experiments), the real-data tests too when
-# MLP_DATA_ROOT holds MNIST (skipped otherwise).
+# MLP_DATA_ROOT holds MNIST (skipped otherwise).  Two tests at a time (pytest-xdist), each
+# single-threaded: most of a test's time is starting processes (docs/speed.md).
+XDIST ?= -n 2
 test: setup
-	$(BIN)/python -m pytest -m "not experiments" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not experiments" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -m "slow and not experiments" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "slow and not experiments" $(PYTEST_ARGS)
 
 # Mutation testing (docs/testing.md): MUTATE_ARGS="--only report" for one module's mutations.
 mutate: setup
