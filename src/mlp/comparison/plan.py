@@ -36,6 +36,7 @@ from mlp.config import Config, activation_label, apply_overrides, dump_yaml, par
 from mlp.errors import UserError
 from mlp.files import output_folder
 from mlp.run.folder import previous_run
+from mlp.sweep.space import split_values
 from mlp.training.workers import say as _say
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
@@ -67,31 +68,10 @@ class Study:
     sets: list[str] = field(default_factory=list)
 
 
-def split_values(text: str) -> list[str]:
-    """``a,b`` → [a, b]; commas inside {...}, [...] or quotes stay (``{name: elu, alpha: 0.5},relu``)."""
-    parts, depth, current, quote = [], 0, "", None
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-            continue
-        current += ch
-    parts.append(current.strip())
-    return [part for part in parts if part]
-
-
 def parse_vary(item: str) -> tuple[str, list[Any]]:
     """``KEY=V1,V2`` → (KEY, [V1, V2]), each value read as ``--set`` reads it."""
     key, sep, text = item.partition("=")
-    values = split_values(text) if sep else []
+    values = [v for v in split_values(text) if v] if sep else []  # the same splitting as --grid
     if not sep or not values:
         raise UserError(f"--vary expects KEY=V1,V2,... e.g. model.init=xavier,kaiming (got '{item}')")
     return parse_override(f"{key}=x")[0], [parse_yaml(v, f"--vary {key.strip()}") for v in values]
