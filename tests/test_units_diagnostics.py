@@ -58,12 +58,12 @@ def test_a_relu_unit_whose_input_is_exactly_zero_is_inactive():
 
 def test_a_tanh_unit_held_beyond_its_flat_tail_is_inactive():
     """tanh is flat (derivative below a fifth of its largest, 1) beyond about ±1.44: a unit always at
-    +4, or always at -4, is saturated, not dead; one at 0 or at 1 is not."""
+    +2, or always at -2 (beyond the edge, within twice it), is saturated, not dead; one at 0 or at 1 is not."""
     torch.manual_seed(0)
     block = build_model(ModelConfig(width=4, activation="tanh"), (1, 2, 2), 2).hidden0
     with torch.no_grad():
         block.linear.weight.zero_()
-        block.linear.bias.copy_(torch.tensor([4.0, -4.0, 0.0, 1.0]))
+        block.linear.bias.copy_(torch.tensor([2.0, -2.0, 0.0, 1.0]))
     stats = LayerStats(block)
     assert 1.40 < float(stats.high.min()) < 1.48
     handle = block.activation.register_forward_hook(stats.on_forward)
