@@ -70,31 +70,19 @@ def train(config: str | Path | Mapping[str, Any], *, set: Iterable[str] = (), ru
 
 
 def compare(config: str | Path | Mapping[str, Any], *, vary: Iterable[str] | Mapping[str, Iterable] = (),
-            seeds: int = 1, out: str | Path | None = None, set: Iterable[str] = (), jobs: int | None = None
+            seeds: int | None = None, out: str | Path | None = None, set: Iterable[str] = (), jobs: int | None = None
             ) -> Comparison:
-    """``mlp compare``: ``vary`` holds ``"KEY=V1,V2"`` strings (or ``{KEY: [V1, V2]}``);
-    ``model.activation`` chooses the activations compared."""
-    import inspect
-
+    """``mlp compare``: ``vary`` holds ``"KEY=V1,V2"`` strings (or ``{KEY: [V1, V2]}``), any key
+    ``--set`` takes, a grid when there are several; ``seeds`` trains each condition with seeds
+    0..seeds-1 (default: the config's ``compare:`` section, else one)."""
     from mlp.comparison.plan import run_compare
 
-    varied = _varied(vary)
-    activations = varied.pop("model.activation", None)
-    accepted = inspect.signature(run_compare).parameters
-    extra = {}
-    if varied:
-        if "vary" not in accepted:
-            raise UserError(f"vary: only model.activation can be varied in this version (got {', '.join(varied)})")
-        extra["vary"] = [f"{key}={value}" for key, value in varied.items()]
-    if seeds != 1:
-        if "seeds" not in accepted:
-            raise UserError("seeds: this version compares one seed per run; leave seeds=1")
-        extra["seeds"] = seeds
+    varied = [f"{key}={value}" for key, value in _varied(vary).items()]
     if isinstance(config, Mapping):
         config = _written(config, out)
     base = _config(config, set)
     out = Path(out) if out is not None else Path("runs") / f"{base.name}-compare"
-    code = run_compare(Path(config), activations, list(set), out, jobs, **extra)
+    code = run_compare(Path(config), None, list(set), out, jobs, vary=varied, seeds=seeds)
     if code:
         raise UserError(f"compare in {out} did not finish (exit code {code}); the reason is above, and each "
                         "run's train.log is in its folder")
