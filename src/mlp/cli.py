@@ -59,23 +59,11 @@ def train(
     if resume is not None and (config is not None or run_dir is not None or overwrite):
         raise UserError("--resume continues a run with its own config and folder; "
                         "drop --config/--run-dir/--overwrite (use --set to change a field)")
-    if print_config and config is None and resume is None:  # the defaults, each key with its meaning
-        from mlp.config import commented_yaml, load_config
-
-        typer.echo(commented_yaml(load_config(None, set_)), nl=False)
+    if print_config:
+        typer.echo(_config_text(config, set_, resume), nl=False)
         return
     if config is None and resume is None:
         raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
-    if print_config:
-        from mlp.config import dump_yaml, load_config
-
-        if resume is not None:
-            from mlp.training.loop import resume_target
-
-            typer.echo(dump_yaml(resume_target(resume, set_, lock=False).config), nl=False)
-        else:
-            typer.echo(dump_yaml(load_config(config, set_)), nl=False)
-        return
     from mlp import threads
 
     threads.prepare_for_run(config, set_, resume)  # before torch loads: OpenMP reads its wait policy once
@@ -92,6 +80,20 @@ def train(
     train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                      on_epoch=on_epoch)
 
+
+
+def _config_text(config: Optional[Path], sets: List[str], resume: Optional[Path]) -> str:
+    """What --print-config prints: without --config, the defaults with each key's meaning; else the
+    resolved config (of the run --resume continues, with its --set changes)."""
+    from mlp.config import commented_yaml, dump_yaml, load_config
+
+    if config is None and resume is None:
+        return commented_yaml(load_config(None, sets))
+    if resume is not None:
+        from mlp.training.loop import resume_target
+
+        return dump_yaml(resume_target(resume, sets, lock=False).config)
+    return dump_yaml(load_config(config, sets))
 
 @command
 def eval_(
