@@ -226,3 +226,33 @@ def test_a_varied_depth_gets_a_report_with_each_run_at_its_own_depth(tmp_path):
     said = " ".join(summary["findings"])
     assert "layer 1" not in said or "layer 3" in said  # a signal ratio is only stated for the 3-layer run
     assert (tmp_path / "depth/report.html").stat().st_size > 10_000
+
+
+def test_a_full_disk_while_the_report_or_a_leaderboard_is_written_is_one_line_and_keeps_the_old(tmp_path,
+                                                                                                monkeypatch):
+    import errno
+
+    import mlp.run.durable
+    from mlp.comparison.plan import run_compare
+    from mlp.errors import UserError
+    from mlp.sweep.runner import run_sweep
+
+    config = write_config(tmp_path / "one.yaml", {"model": {"width": 16, "depth": 2}, "train": {"epochs": 1}})
+    done = run_mlp("compare", "-c", config, "-a", "relu", "--out", "cmp", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    swept = run_mlp("sweep", "-c", config, "--grid", "model.width=8", "--sweep-dir", "sw")
+    assert swept.returncode == 0, swept.stderr
+    before = {p: p.read_bytes() for p in [tmp_path / "cmp/summary.json", tmp_path / "cmp/report.html",
+                                          tmp_path / "sw/leaderboard.csv", tmp_path / "sw/leaderboard.md"]}
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(mlp.run.durable, "write_temporary", full)
+    with pytest.raises(UserError, match=r"cannot write .*summary.json: no space left"):
+        run_compare(config, "relu", [], tmp_path / "cmp", 1)  # the run is reused: only the report is written
+    with pytest.raises(UserError, match=r"cannot write .*leaderboard.csv: no space left"):
+        run_sweep(config, ["model.width=8"], sweep_dir=Path("sw"))
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in [*tmp_path.joinpath("cmp").iterdir(), *tmp_path.joinpath("sw").iterdir()]
+                if p.name.endswith(".tmp")]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mlp import __version__
-from mlp.run.checkpoint import atomic_write_json
+from mlp.files import writing
+from mlp.run.durable import atomic_write_bytes, atomic_write_json
 
 MOMENTS = ("init", "first", "epoch 1", "last")
 PER_LAYER = {"signal": "signal", "weight_grad_rms": "grad_rms", "update_ratio": "update_ratio",
@@ -210,13 +211,15 @@ def write_report(out: Path, runs, the_study, config: Path) -> tuple[Path, Path]:
 
     summary = collect(runs, the_study, config)
     summary["findings"] = findings(summary)
-    atomic_write_json(out / "summary.json", summary)
+    with writing(out / "summary.json"):  # a full disk or a read-only folder: one line, the old file kept
+        atomic_write_json(out / "summary.json", summary)
     first_seed = {}  # each condition's first run's diagnostics.json: its histograms are drawn
     for r in runs:
         if r.label not in first_seed:
             first_seed[r.label] = read_json(r.run_dir / "diagnostics.json")
     report = out / "report.html"
-    report.write_text(render_report(summary, first_seed), encoding="utf-8")
+    with writing(report):
+        atomic_write_bytes(report, render_report(summary, first_seed).encode("utf-8"))
     return out / "summary.json", report
 
 

@@ -4,6 +4,7 @@ every worker's trials), as a table, ``leaderboard.csv`` and ``leaderboard.md``."
 from __future__ import annotations
 
 import csv
+import io
 import time
 from typing import Any
 
@@ -68,8 +69,12 @@ def leaderboard_table(plan, rows: list[dict]) -> tuple[list[str], list[list]]:
 
 @writing()
 def write_leaderboard(plan, rows: list[dict]) -> None:
-    with open(plan.sweep_dir / "leaderboard.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["trial", *plan.space.keys, *LEADERBOARD, "host"],
+    from mlp.run.durable import commit
+
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows([["trial", *plan.space.keys, *LEADERBOARD, "host"],
                                  *([row["trial"], *row["values"].values(), *(row[k] for k in LEADERBOARD),
                                     row["host"]] for row in rows)])
-    (plan.sweep_dir / "leaderboard.md").write_text(markdown_table(*leaderboard_table(plan, rows)) + "\n")
+    # both or neither, each replaced whole: a full disk keeps the previous leaderboard
+    commit({plan.sweep_dir / "leaderboard.csv": table.getvalue().encode(),
+            plan.sweep_dir / "leaderboard.md": (markdown_table(*leaderboard_table(plan, rows)) + "\n").encode()})
