@@ -40,7 +40,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def moments(record: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
     """The measurements that have ``key`` at step 0 (``init``), at the first step after it, at the
     end of epoch 1 and at the end (the last measured at or before each), by those names."""
-    from mlp.observe.diagnostics import measured
+    from mlp.observe.layer_summary import measured
 
     items = measured(record, key)
     chosen = {"init": m for m in items if m["step"] == 0}
@@ -65,7 +65,7 @@ def loss_curve(run_dir: Path) -> list[list[float]]:
 
 def run_summary(run) -> dict[str, Any]:
     """One run's numbers (``run`` is a ``mlp.comparison.plan.Planned``)."""
-    from mlp.observe.diagnostics import summarise
+    from mlp.observe.layer_summary import summarise
 
     metrics, record = read_json(run.run_dir / "metrics.json"), read_json(run.run_dir / "diagnostics.json")
     epochs, test = metrics.get("epochs") or [], metrics.get("test") or {}

@@ -340,3 +340,28 @@ def write_evaluation_plots(result: dict, folder: Path) -> list[Path]:
                                                         f"{title}: per-class accuracy"),
     }
     return [save_png(to_rgb_array(fig), Path(folder) / f"{result['split']}_{name}.png") for name, fig in figures.items()]
+
+
+def epochs_figure(epochs: list[dict]):
+    """Accuracy (left) and loss (right) after each epoch, training and validation, every point marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2, sharex=True)
+    x = [r["epoch"] for r in epochs]
+    for split, colour in (("train", "#0072B2"), ("val", "#D55E00")):
+        for ax, metric, scale in ((ax_acc, "accuracy", 100), (ax_loss, "loss", 1)):
+            points = [(e, r[f"{split}_{metric}"] * scale) for e, r in zip(x, epochs)
+                      if r.get(f"{split}_{metric}") is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=colour, lw=2, label=split)
+                ax.annotate(f"{points[-1][1]:.2f}%" if metric == "accuracy" else f"{points[-1][1]:.4f}",
+                            points[-1], textcoords="offset points", xytext=(4, 4), color=colour, fontsize=10)
+    ax_acc.set(title="accuracy after each epoch", xlabel="epoch", ylabel="accuracy (%)")
+    ax_loss.set(title="loss after each epoch", xlabel="epoch", ylabel="cross-entropy")
+    for ax in (ax_acc, ax_loss):
+        ax.margins(x=0.2, y=0.12)  # room for the last values' labels
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
