@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import mlp.run.checkpoint
+import mlp.run.durable
 from conftest import run_mlp
 from fakedata import write_image_folder
 from mlp.commands.export import export
@@ -81,7 +82,7 @@ def test_a_failed_write_is_one_line_and_leaves_no_file(trained, tmp_path, monkey
     def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(mlp.run.checkpoint, "atomic_write_bytes", full)
+    monkeypatch.setattr(mlp.run.durable, "atomic_write_bytes", full)
     with pytest.raises(UserError, match="cannot write .*model.pt: no space left on the device"):
         export(checkpoint, "torchscript", tmp_path / "model.pt")
     assert not (tmp_path / "model.pt").exists()

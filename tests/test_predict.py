@@ -196,7 +196,8 @@ def test_an_input_unlike_the_training_images_is_flagged(digits):
 
 
 def test_a_checkpoint_without_the_profile_still_predicts(digits, tmp_path):
-    from mlp.run.checkpoint import atomic_write_bytes, checkpoint_bytes
+    from mlp.run.checkpoint import checkpoint_bytes
+    from mlp.run.durable import atomic_write_bytes
 
     checkpoint, images, labels, _ = digits
     old = {k: v for k, v in load_checkpoint(checkpoint).items() if k != "input_profile"}

@@ -18,7 +18,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from mlp.errors import UserError, did_you_mean
 
-from mlp.yamlfile import MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, parse_yaml, read_yaml  # noqa: F401 (read here too)
+from mlp.yamlfile import parse_yaml, read_yaml
 # The run folder is <name>-YYYYmmdd-HHMMSS, plus -N when two start in the same second; most file
 # systems allow 255 bytes per name, which leaves this much for the name (at most -999 for N).
 MAX_NAME_LENGTH = 255 - len("-20240101-120000") - len("-999")

@@ -54,7 +54,8 @@ def prepare_for_run(config=None, overrides=(), resume=None) -> None:
     (the command itself then reports what is wrong)."""
     from pathlib import Path
 
-    from mlp.config import TrainConfig, parse_override, read_yaml, set_dotted
+    from mlp.config import TrainConfig, parse_override, set_dotted
+    from mlp.yamlfile import read_yaml
 
     if resume is not None:
         folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent

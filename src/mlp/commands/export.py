@@ -65,7 +65,7 @@ def export(checkpoint: Path, fmt: str = "torchscript", out: Path | None = None) 
     module, meta = normalised_model(checkpoint)
     example = torch.rand(2, *meta["input_shape"])
     data = _torchscript(module, example, meta) if fmt == "torchscript" else _onnx(module, example, meta)
-    from mlp.run.checkpoint import atomic_write_bytes
+    from mlp.run.durable import atomic_write_bytes
 
     try:
         atomic_write_bytes(out, data)

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from mlp.comparison.trainings import train_all
-from mlp.config import Config, activation_label, apply_overrides, dump_yaml, parse_override, parse_yaml, \
-    read_yaml, set_dotted, validate_config
+from mlp.config import Config, activation_label, apply_overrides, dump_yaml, parse_override, set_dotted, validate_config
 from mlp.errors import UserError
 from mlp.files import output_folder
 from mlp.run.folder import previous_run
 from mlp.sweep.space import split_values
 from mlp.training.workers import say as _say
+from mlp.yamlfile import parse_yaml, read_yaml
 
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid")
 FORCED = ("train.diagnostics",)  # compare sets this itself

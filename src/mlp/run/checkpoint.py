@@ -17,7 +17,6 @@ import torch
 
 from mlp.errors import UserError, first_line, first_sentence
 from mlp.files import require_file
-from mlp.run.durable import atomic_write_bytes, atomic_write_json, json_bytes  # noqa: F401 (their home before)
 
 # 2: last.pth's "resume" section is the training state under its own field names (mlp.training.state.TrainingState);
 # a format-1 last.pth is converted when it is resumed (mlp.training.state.upgrade_resume_section).

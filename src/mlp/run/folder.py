@@ -38,7 +38,8 @@ from typing import Any
 from mlp.errors import UserError
 from mlp.numbers import json_ready
 from mlp.files import cause, open_regular, writing
-from mlp.run.checkpoint import checkpoint_bytes, json_bytes
+from mlp.run.checkpoint import checkpoint_bytes
+from mlp.run.durable import json_bytes
 from mlp.run.durable import commit, previous_name
 from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, RunDamaged, RunRecord
 

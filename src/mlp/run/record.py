@@ -183,7 +183,7 @@ def _parse_yaml(text: str, name: str) -> Any:
     """Safe YAML (mlp.config's loader); its errors as ``ValueError``."""
     import yaml
 
-    from mlp.config import parse_yaml
+    from mlp.yamlfile import parse_yaml
 
     try:
         return parse_yaml(text, name)

@@ -157,7 +157,7 @@ def split_values(text: str) -> list[str]:
 
 def load_space(path: Path) -> Space:
     """Read and check a search space file; any mistake is one line naming the file and the key."""
-    from mlp.config import MAX_CONFIG_BYTES, parse_yaml
+    from mlp.yamlfile import MAX_CONFIG_BYTES, parse_yaml
     from mlp.files import file_problem, read_limited
 
     problem = file_problem(Path(path))
