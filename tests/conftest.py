@@ -14,7 +14,8 @@ import yaml
 # thread per training, here and in every process a test starts (they inherit this environment),
 # and idle OpenMP threads sleep.  The trainings here are tiny, so a second thread gains little,
 # and on a busy machine two threads that spin while waiting for each other made them many
-# times slower.  OMP_NUM_THREADS=2 make test gives them two.
+# times slower; a fixed count also keeps every run bit for bit repeatable (auto would measure
+# and could switch).  OMP_NUM_THREADS=2 make test gives them two.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -64,9 +64,6 @@ def train(
         return
     if config is None and resume is None:
         raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
-    from mlp import threads
-
-    threads.prepare_for_run(config, set_, resume)  # before torch loads: OpenMP reads its wait policy once
     from mlp.training.workers import follow_parent
 
     follow_parent()  # started by mlp sweep or mlp compare: stop when it dies
@@ -288,9 +285,6 @@ def compare(
       mlp compare --config configs/compare.yaml
       mlp compare -c configs/compare.yaml --vary model.init=xavier,kaiming -a relu,tanh --seeds 3
     """
-    from mlp import threads
-
-    threads.prepare_for_run(config, set_)  # before torch loads, for the runs here and in the workers
     from mlp.comparison.plan import run_compare
 
     code = run_compare(config, activations, set_, out, jobs, vary=vary, seeds=seeds)

@@ -175,8 +175,8 @@ class TrainConfig(_Section):
                             "every log_every steps, once an epoch, or off")
     histogram_every: Int = Field(1, ge=0, description="epochs between per-layer histograms; 0: none")
     threads: Literal["auto"] | Annotated[Int, Field(ge=1)] = Field(
-        "auto", description="CPU threads: auto (OMP_NUM_THREADS if set, else the usable cores, idle OpenMP "
-                            "threads sleeping; docs/speed.md) or a fixed count")
+        "auto", description="CPU threads: auto (OMP_NUM_THREADS if set, else the fastest of 1 to the usable "
+                            "cores, measured as it trains; docs/speed.md) or a fixed count (repeats bit for bit)")
 
     @field_validator("compile", "diagnostics", mode="before")
     @classmethod

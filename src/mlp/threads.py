@@ -1,31 +1,40 @@
-"""How many CPU threads a training uses, and how idle OpenMP threads wait: one policy for
-``mlp train``, the workers of ``mlp compare`` and ``mlp sweep``, and torchrun's processes.
+"""How many CPU threads a training uses: one policy for ``mlp train``, the workers of
+``mlp compare`` and ``mlp sweep``, and torchrun's processes.
 
 ``train.threads: auto`` (the default) means:
 
-- the count: ``OMP_NUM_THREADS`` when it is set (torchrun sets 1 per process, the pools of
-  compare and sweep set their share, a user may set it), otherwise the cores this process may
-  run on (``os.sched_getaffinity``), shared among torchrun's processes on this node, and never
-  more than torch's own default (the physical cores);
-- the wait: idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``),
-  unless the environment already says otherwise (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``).
-  By default torch's OpenMP (GNU libgomp) spins for milliseconds in every wait; with another
-  busy process on the cores, a spinning thread takes the time slice its partner needs, and
-  training with 2 threads ran at a small fraction of its 1-thread speed (docs/speed.md has
-  the measurements).  OpenMP reads the policy once, when torch is first imported, so
-  ``prepare`` must run before that: the CLI calls it first thing, and ``worker_env`` hands it
-  to child processes.
+- the most it may use: the cores this process may run on (``os.sched_getaffinity``), its share
+  of them when ``mlp compare``/``mlp sweep`` run several trainings side by side (their pool
+  sets ``MLP_THREAD_SHARE``) or among torchrun's processes on this node, and never more than
+  torch's own default (the physical cores).  An ``OMP_NUM_THREADS`` set in the environment
+  fixes the count instead (torchrun sets 1 per process; the tests set 1).
+- which count, measured while it trains (``ThreadTuner``): a CPU training times its first steps
+  with each candidate count (1, and the most it may use, and two in between on bigger machines)
+  and keeps the fastest; it measures again after a while (10 s of training at first, then
+  longer while the choice holds) and at once when its steps slow down by more than a third, so
+  a busy process that appears or goes away mid-run changes the choice within seconds.
 
-``train.threads: N`` sets N threads and leaves OpenMP's wait policy as it is.
+OpenMP's wait policy is left as it is.  torch's OpenMP (GNU libgomp) lets a waiting thread spin
+before it sleeps: on a quiet machine that makes 2 threads the fastest setting, and beside a busy
+process it makes them many times slower than 1 (a spinning thread takes the time slice its
+partner needs).  Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) avoids the collapse but costs a
+wake-up per parallel region, half the speed of a quiet machine at batch 64; measuring the count
+keeps the spin where it helps and drops to 1 thread where it hurts (docs/speed.md has the
+numbers).  With the count changing, the order of floating-point sums can change with it (CPU
+matrix products split their work by thread), so two runs of one seed can differ in the last bits
+of their weights; a fixed ``train.threads: N`` (or ``OMP_NUM_THREADS``) makes a CPU run
+repeat bit for bit, and a resumed run end bit-identical to one never stopped.
+
+``train.threads: N`` sets N threads for the whole run.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import statistics
 
+SHARE_ENV = "MLP_THREAD_SHARE"  # set by the worker pools: the most threads each training may use
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-_prepared: dict[str, str] = {}  # "wait": "set" (before torch loaded) or "late", for wait_policy()
 
 
 def usable_cores() -> int:
@@ -36,92 +45,169 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def prepare(setting: int | str = "auto", environ=None) -> None:
-    """Before torch is imported: for ``auto``, idle OpenMP threads will sleep (``OMP_WAIT_POLICY=PASSIVE``)
-    unless ``environ`` (default ``os.environ``) already sets a wait policy."""
-    environ = os.environ if environ is None else environ
-    if setting != "auto" or any(name in environ for name in WAIT_VARIABLES):
-        return
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    if environ is os.environ:
-        _prepared["wait"] = "set" if "torch" not in sys.modules else "late"
-
-
-def prepare_for_run(config=None, overrides=(), resume=None) -> None:
-    """``prepare`` with the ``train.threads`` of the run a command is about to train: the config
-    with its overrides, or the saved config of the run ``resume`` continues.  Only the train
-    section is read here (validating the rest would import torch); when it cannot be read, auto
-    (the command itself then reports what is wrong)."""
-    from pathlib import Path
-
-    from mlp.config import TrainConfig, parse_override, set_dotted
-    from mlp.yamlfile import read_yaml
-
-    if resume is not None:
-        folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-        config = folder / "config.yaml"
-    try:
-        raw = read_yaml(Path(config)) if config is not None else {}
-        for item in overrides:
-            set_dotted(raw, *parse_override(item))
-        setting = TrainConfig.model_validate(raw.get("train") or {}).threads
-    except Exception:  # noqa: BLE001 - any mistake is the command's to report, with its own message
-        setting = "auto"
-    prepare(setting)
-
-
-def worker_env(jobs: int, environ=None) -> dict[str, str]:
-    """The environment for one of ``jobs`` worker processes training side by side on this machine:
-    each gets an equal share of the cores (unless ``OMP_NUM_THREADS`` is already set) and the
-    passive wait (unless a wait policy is set)."""
-    env = dict(os.environ if environ is None else environ)
-    env.setdefault("OMP_NUM_THREADS", str(worker_threads(jobs)))
-    prepare("auto", env)
-    return env
+def _positive(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def worker_threads(jobs: int) -> int:
-    """Threads for each of ``jobs`` processes sharing this machine's cores."""
+    """The most threads each of ``jobs`` processes sharing this machine's cores may use."""
     return max(1, usable_cores() // max(1, jobs))
 
 
-def choose(setting: int | str, torch_default: int) -> tuple[int, str]:
-    """The thread count for ``train.threads`` and the reason, in words."""
+def choose(setting: int | str, torch_default: int) -> tuple[list[int], str]:
+    """The thread counts ``train.threads`` allows (one for a fixed count, the candidates that
+    auto measures otherwise) and the reason, in words."""
     if setting != "auto":
-        return int(setting), "train.threads"
-    given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if given.isdigit() and int(given) > 0:
-        return int(given), f"auto: OMP_NUM_THREADS={given}"
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun's processes on this node
+        return [int(setting)], "train.threads"
+    given = _positive("OMP_NUM_THREADS")
+    if given:
+        return [given], f"auto: OMP_NUM_THREADS={given}"
+    share = _positive(SHARE_ENV)
+    local = _positive("LOCAL_WORLD_SIZE") or 1  # torchrun's processes on this node
     cores = usable_cores()
-    count = max(1, min(cores // max(1, local), torch_default))
-    share = f", {local} processes" if local > 1 else ""
-    return count, f"auto: {cores} usable core{'s' * (cores > 1)}{share}"
+    most = max(1, min(share or cores // local, torch_default))
+    if share:
+        why = f"auto: its share of {cores} usable core{'s' * (cores > 1)}"
+    else:
+        why = f"auto: {cores} usable core{'s' * (cores > 1)}" + (f", {local} processes" if local > 1 else "")
+    return candidates(most), why
+
+
+def candidates(most: int) -> list[int]:
+    """The counts auto measures when it may use up to ``most``: 1, most, and on bigger machines
+    half of it and one less (a busy process on one core of many)."""
+    return sorted({1, most, max(1, most // 2), max(1, most - 1)} if most > 2 else {1, most})
 
 
 def wait_policy() -> str:
     """How idle OpenMP threads of this process wait, in words."""
-    late = _prepared.get("wait") == "late"
     for name in WAIT_VARIABLES:
-        if name in os.environ and not late:
+        if name in os.environ:
             value = os.environ[name]
             how = "sleep" if name == "OMP_WAIT_POLICY" and value.upper() == "PASSIVE" else "wait"
             return f"idle threads {how}: {name}={value}"
-    why = " (torch was loaded before mlp could set OMP_WAIT_POLICY)" if late else ""
-    return f"idle threads spin a while first: OpenMP's default{why}"
+    return "idle threads spin a while first: OpenMP's default"
 
 
-def apply(setting: int | str) -> tuple[int, str]:
-    """Set torch's intra-op threads for ``train.threads``; the count and the line a run prints,
-    e.g. ``2 (auto: 2 usable cores; idle threads sleep (OMP_WAIT_POLICY=PASSIVE))``."""
+def apply(setting: int | str, measure: bool = True) -> tuple[ThreadTuner, str]:
+    """Set torch's intra-op threads for ``train.threads``: the tuner that keeps choosing them
+    (``measure=False``, e.g. on a GPU: the most allowed, fixed) and the line a run prints, e.g.
+    ``1-2, measured as it trains (auto: 2 usable cores; idle threads spin a while first: ...)``."""
     import torch
 
     global _torch_default
     if _torch_default is None:
         _torch_default = torch.get_num_threads()
-    count, reason = choose(setting, _torch_default)
-    torch.set_num_threads(count)
-    return count, f"{count} ({reason}; {wait_policy()})" if count > 1 else f"{count} ({reason})"
+    counts, reason = choose(setting, _torch_default)
+    tuner = ThreadTuner(counts if measure else counts[-1:], torch.set_num_threads)
+    if len(tuner.candidates) > 1:
+        what = f"{'/'.join(map(str, tuner.candidates))}, the fastest measured as it trains"
+    else:
+        what = str(tuner.current)
+    return tuner, f"{what} ({reason}; {wait_policy()})" if tuner.candidates[-1] > 1 else f"{what} ({reason})"
 
 
 _torch_default: int | None = None  # torch's thread count before the first apply()
+
+
+class ThreadTuner:
+    """Chooses among ``candidates`` thread counts by timing training steps (``after_step``).
+
+    A measurement times each candidate in turn (the steps right after a switch are not counted)
+    until it has ``probe_s`` seconds and at least 3 steps, takes the median samples/s, and keeps
+    the fastest (the count it ran at unless another is more than 10% faster).  The next measurement comes after ``hold`` seconds of training (10 s, doubled
+    each time the choice stays, up to 160 s), or at once when the median rate over a second of
+    steps falls below two thirds of what the chosen count measured.  With one candidate it only
+    counts steps."""
+
+    PROBE_S, FIRST_HOLD_S, MAX_HOLD_S, CHECK_S, SLOWER, MARGIN = 0.25, 10.0, 160.0, 1.0, 2 / 3, 1.1
+
+    def __init__(self, candidates: list[int], set_threads):
+        self.candidates, self.set_threads = sorted(set(candidates)), set_threads
+        self.steps = {c: 0 for c in self.candidates}  # training steps run at each count
+        self.measurements = 0
+        self.rates: dict[int, float] = {}  # samples/s each count measured, the last time
+        self.hold = self.FIRST_HOLD_S
+        self._queue: list[int] = []  # counts still to time in this measurement
+        self._timed: list[float] = []  # samples/s of each timed step (of a candidate, or of a check window)
+        self._spent, self._held, self._skip = 0.0, 0.0, 0
+        self._chosen: int | None = None
+        self.current = self.candidates[-1]
+        self.set_threads(self.current)
+        if len(self.candidates) > 1:
+            self._measure(skip=3)  # the first steps of a run are slower: allocations, caches
+
+    def after_step(self, seconds: float, samples: int) -> None:
+        """One training step of ``samples`` samples took ``seconds`` at the current count."""
+        self.steps[self.current] += 1
+        if len(self.candidates) == 1 or seconds <= 0:
+            return
+        if self._skip:
+            self._skip -= 1
+            return
+        self._timed.append(samples / seconds)
+        self._spent += seconds
+        if self._queue:
+            if self._spent >= self.PROBE_S and len(self._timed) >= 3:
+                self.rates[self.current] = statistics.median(self._timed)
+                self._queue.pop(0)
+                if self._queue:
+                    self._switch(self._queue[0])
+                else:
+                    self._choose()
+            return
+        self._held += seconds
+        if self._spent >= self.CHECK_S and len(self._timed) >= 3:
+            slower = statistics.median(self._timed) < self.SLOWER * self.rates[self.current]
+            self._timed, self._spent = [], 0.0
+            if slower:
+                self.hold = self.FIRST_HOLD_S
+                self._measure()
+            elif self._held >= self.hold:
+                self._measure()
+
+    def _measure(self, skip: int = 1) -> None:
+        self.measurements += 1
+        self._queue = sorted(self.candidates, reverse=True)
+        self._switch(self._queue[0], skip)
+
+    def _switch(self, count: int, skip: int = 1) -> None:
+        if count != self.current:
+            self.set_threads(count)
+            self.current = count
+        self._timed, self._spent, self._skip = [], 0.0, skip
+
+    def _choose(self) -> None:
+        best = max(self.candidates, key=lambda c: self.rates[c])
+        if self._chosen is not None and self.rates[best] < self.MARGIN * self.rates[self._chosen]:
+            best = self._chosen  # within a tenth of the count it runs at: noise, keep it
+        kept = best == self._chosen
+        self.hold = min(2 * self.hold, self.MAX_HOLD_S) if kept else self.FIRST_HOLD_S
+        self._chosen = best
+        self._switch(best, skip=0)
+        self._held = 0.0
+
+    def most_used(self) -> int:
+        return max(self.candidates, key=lambda c: (self.steps[c], c))
+
+    def record(self) -> dict:
+        """What metrics.json keeps: the count most steps ran at, and with auto's measuring the
+        steps at each count and the number of measurements."""
+        facts: dict = {"threads": self.most_used()}
+        if len(self.candidates) > 1:
+            facts["thread_steps"] = {str(c): n for c, n in self.steps.items()}
+            facts["thread_measurements"] = self.measurements
+        return facts
+
+    def summary(self) -> str | None:
+        """The end-of-run line's words, with auto's measuring: e.g. ``2 for 97% of 3,516 steps, 1 for 3%
+        (4 measurements)``; None for a fixed count."""
+        total = sum(self.steps.values())
+        if len(self.candidates) == 1 or total == 0:
+            return None
+        used = sorted((c for c in self.candidates if self.steps[c]), key=lambda c: -self.steps[c])
+        shares = [f"{c} for {self.steps[c] / total:.0%}" + (f" of {total:,} steps" if i == 0 else "")
+                  for i, c in enumerate(used)]
+        n = self.measurements
+        return f"{', '.join(shares)} ({n} measurement{'s' * (n != 1)})"

@@ -26,7 +26,8 @@ def train_all(todo: list, jobs: int) -> list[dict[str, Any]]:
     workers = Workers(min(jobs, len(todo)))
     if workers.jobs > 1:
         threads = workers.threads
-        say(f"training {len(todo)} runs, {workers.jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
+        each = f"{threads} thread{'s' * (threads > 1)}" if workers.fixed or threads == 1 else f"up to {threads} threads"
+        say(f"training {len(todo)} runs, {workers.jobs} at a time ({each} each); "
             f"logs in {todo[0].run_dir.parent}/<run>/train.log")
     queue, results, lock = list(enumerate(todo, 1)), [], threading.Lock()
 

@@ -110,6 +110,8 @@ def report_on_test(trainer: Trainer, folder: RunFolder, stop: StopRequest) -> di
           f"(best epoch {best['epoch']}, {folder.path / 'checkpoint.pth'})")
     if trainer.diagnostics.report():
         print(trainer.diagnostics.report())
+    if trainer.tuner.summary():
+        print(f"threads  {trainer.tuner.summary()}")
     if trainer.resumed_at is not None:
         print(f"resumed  at epoch {trainer.resumed_at[0]}, step {trainer.resumed_at[1]}")
     print(f"curves   tensorboard --logdir {runs_root_of(folder.path)}")

@@ -47,9 +47,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.timings: dict[str, float] = {}  # seconds this process spent in each phase (see timed)
+        self.facts: dict[str, Any] = {}  # what heads metrics.json (start() fills it)
         self.device = self._setup_device()
         self.threads_before = torch.get_num_threads()  # put back by close()
-        self.threads, self.threads_line = threads.apply(cfg.train.threads)
+        # on a CPU, auto measures which thread count trains fastest as it goes (mlp.threads)
+        self.tuner, self.threads_line = threads.apply(cfg.train.threads, measure=self.device.type == "cpu")
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
         torch.manual_seed(cfg.seed + 2 * self.rank)
@@ -135,9 +137,9 @@ class Trainer:
             self.forward = DistributedDataParallel(self.model)
         if cfg.train.compile != "off":  # the compiled module shares its parameters with `model`
             self.forward = torch.compile(self.forward, mode=cfg.train.compile)
-        folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
-                        "threads": self.threads, "parameters": self.parameters, "init": init_label(cfg.model),
-                        "timings": self.timings}
+        self.facts = folder.facts = {"name": cfg.name, "device": str(self.device), "precision": self.precision,
+                                     **self.tuner.record(), "parameters": self.parameters,
+                                     "init": init_label(cfg.model), "timings": self.timings}
         if self.is_main:
             widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
             print(f"run      {folder.path}")
@@ -193,7 +195,9 @@ class Trainer:
         bar = progress_bar(len(batches), s.batch, f"epoch {s.epoch + 1}/{self.cfg.train.epochs}", self.progress)
         started = time.perf_counter()
         for idx in batches[s.batch:]:
+            step_start = time.perf_counter()
             loss, logits = self.train_step(idx)
+            self.tuner.after_step(time.perf_counter() - step_start, len(idx))
             metrics.record(s.batch, loss, logits)
             s.pending.append(loss)
             s.step, s.batch = s.step + 1, s.batch + 1
@@ -206,6 +210,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         totals = metrics.totals(s.batch, time.perf_counter() - started)
+        self.facts.update(self.tuner.record())  # metrics.json's threads, as of this epoch
         bar.close()
         if self.world_size > 1:
             totals.loss_sum, totals.correct, totals.seen = distributed.sum_over_ranks(

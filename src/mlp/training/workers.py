@@ -1,8 +1,9 @@
 """Many trainings at once, each an ``mlp train`` process of its own: how ``mlp sweep`` and
 ``mlp compare`` run their runs.
 
-- **Threads.**  Each training gets ``worker_threads(jobs)`` intra-op threads (its share of the
-  cores; an ``OMP_NUM_THREADS`` the user set wins), whether one or several run side by side.
+- **Threads.**  Each training may use ``worker_threads(jobs)`` intra-op threads (its share of the
+  cores, passed as ``MLP_THREAD_SHARE``, within which ``train.threads: auto`` measures; an
+  ``OMP_NUM_THREADS`` the user set passes on and wins), whether one or several run side by side.
 - **Signals.**  The trainings run in sessions of their own, so a terminal's Ctrl-C reaches only
   the parent, which passes each SIGINT/SIGTERM on once (``Workers.stop``): the first makes every
   training save last.pth and stop, a second SIGINT quits them at once.  No training starts
@@ -27,21 +28,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Hashable
 
+from mlp import threads
 from mlp.files import open_log
 from mlp.training import signals
 
 PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it dies with
 
 
-def worker_threads(jobs: int) -> int:
-    """The intra-op threads of each of ``jobs`` trainings running side by side (the one place
-    that decides it): an ``OMP_NUM_THREADS`` the user set, or an equal share of the cores."""
-    from mlp import threads
+def explicit_threads() -> int | None:
+    """The ``OMP_NUM_THREADS`` the user set, if any: every training then uses that many."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None
 
-    explicit = os.environ.get("OMP_NUM_THREADS", "")
-    if explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
-    return threads.worker_threads(jobs)  # the usable cores (affinity), shared equally
+
+def worker_threads(jobs: int) -> int:
+    """The most intra-op threads each of ``jobs`` trainings running side by side may use (the
+    one place that decides it): an ``OMP_NUM_THREADS`` the user set, or an equal share of the
+    cores, within which each training's ``train.threads: auto`` measures (mlp.threads)."""
+    return explicit_threads() or threads.worker_threads(jobs)  # the usable cores (affinity), shared equally
 
 
 def outcome(code: int | None, status: str | None, stopped: bool) -> str:
@@ -61,7 +65,8 @@ class Workers:
 
     def __init__(self, jobs: int, echo: bool = False):
         self.jobs, self.echo = jobs, echo  # echo: show a training's output as it comes (one job)
-        self.threads = worker_threads(jobs)
+        self.threads = worker_threads(jobs)  # the most each training may use (auto measures within it)
+        self.fixed = explicit_threads() is not None
         self.lock = threading.Lock()
         self.children: dict[Hashable, subprocess.Popen] = {}  # key → its training process
         self.signum: int | None = None
@@ -92,8 +97,9 @@ class Workers:
         """``mlp train --no-progress ARGS``, its output appended to ``log_file``; its exit code
         (None if a stop came first and it never started) and the last line it wrote."""
         command = [sys.executable, "-m", "mlp", "train", "--no-progress", *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), "OMP_NUM_THREADS": str(self.threads),
-               PARENT_ENV: str(os.getpid())}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), PARENT_ENV: str(os.getpid())}
+        if not self.fixed:  # an OMP_NUM_THREADS the user set passes on as it is; else each its share
+            env[threads.SHARE_ENV] = str(self.threads)
         with self.lock:  # a signal arriving now must either prevent this start or reach this child
             if self.signum is not None:
                 return None, ""
