@@ -48,6 +48,9 @@ TESTS: dict[str, list[str]] = {
     "mlp/commands/predict.py": [f"{UNITS}predict.py", "tests/test_predict.py::test_polarity_is_read_from_the_training_mean"],
     "mlp/observe/novelty.py": [f"{UNITS}predict.py"],
     "mlp/training/workers.py": [f"{UNITS}workers.py"],
+    "mlp/threads.py": ["tests/test_threads.py::test_the_tuner_keeps_the_fastest_count_and_follows_a_change_of_load",
+                       "tests/test_threads.py::test_the_tuner_waits_longer_while_its_choice_holds_and_ignores_noise",
+                       "tests/test_threads.py::test_auto_follows_omp_num_threads_the_pools_share_and_torchrun"],
     "mlp/comparison/trainings.py": [f"{UNITS}workers.py"],
     "mlp/sweep/leaderboard.py": [f"{UNITS}workers.py"],
 }
@@ -64,6 +67,7 @@ EVAL, DATA = "commands/evaluate.py", "data.py"
 DIAG, FINDINGS, MODEL = "observe/diagnostics.py", "comparison/findings.py", "model.py"
 PREDICT, NOVELTY = "commands/predict.py", "observe/novelty.py"
 WORKERS, TRAININGS, BOARD = "training/workers.py", "comparison/trainings.py", "sweep/leaderboard.py"
+THREADS = "threads.py"
 
 MUTATIONS: list[Mutation] = [
     # --- the training step and the epoch (training/trainer.py; the run's course in training/loop.py)
@@ -251,13 +255,14 @@ MUTATIONS: list[Mutation] = [
     M(NOVELTY, "fit, calibration = x[:n_fit], x[n_fit:n_fit + CALIBRATION_IMAGES]",
       "fit, calibration = x[:n_fit], x[:CALIBRATION_IMAGES]", "calibrated on the images it was fitted on"),
     # --- compare's and sweep's trainings (training/workers.py, comparison/trainings.py, sweep/leaderboard.py)
-    M(WORKERS, '**(env or {}), "OMP_NUM_THREADS": str(self.threads),', "**(env or {}),",
-      "trainings not given OMP_NUM_THREADS"),
+    M(WORKERS, "env[threads.SHARE_ENV] = str(self.threads)", "pass",
+      "trainings not given their share of the cores (MLP_THREAD_SHARE)"),
     M(TRAININGS, 'if not queue or workers.signum is not None or any(r["status"] == "failed" for r in results):',
       "if not queue or workers.signum is not None:", "compare --jobs 1 goes on after a failed run"),
     M(TRAININGS, 'any(r["status"] == "failed" for r in results)', 'any(r["status"] in ("failed", "diverged") for r in results)',
       "compare --jobs 1 stops at a diverged run"),
-    M(WORKERS, "return threads.worker_threads(jobs)", "return threads.worker_threads(1)",
+    M(WORKERS, "return explicit_threads() or threads.worker_threads(jobs)",
+      "return explicit_threads() or threads.worker_threads(1)",
       "trainings side by side each get every core"),
     M(BOARD, '-(r["best_val_acc"] or 0), -(r["test_acc"] or 0)))', '-(r["best_val_acc"] or 0), (r["test_acc"] or 0)))',
       "a leaderboard tie broken the other way"),
@@ -270,6 +275,16 @@ MUTATIONS: list[Mutation] = [
       "a pruned or diverged trial is trained again"),
     M(NOVELTY, "clamp_min(STD_FLOOR)", "clamp_min(0.0)", "a pixel constant in training gives an infinite novelty"),
     # --- added on the integrated tree (issue 18's split)
-    M(WORKERS, "if explicit.isdigit() and int(explicit) > 0:\n        return int(explicit)",
-      "if explicit.isdigit() and int(explicit) > 0:\n        pass", "the user's OMP_NUM_THREADS no longer wins"),
+    M(WORKERS, "return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None", "return None",
+      "the user's OMP_NUM_THREADS no longer wins"),
+    # --- added with auto's measuring (issue 24)
+    M(THREADS, "best = max(self.candidates, key=lambda c: self.rates[c])",
+      "best = min(self.candidates, key=lambda c: self.rates[c])", "auto keeps the slowest thread count"),
+    M(THREADS, "slower = statistics.median(self._timed) < self.SLOWER * self.rates[self.current]", "slower = False",
+      "auto does not notice a busy process that appears"),
+    M(THREADS, "best = self._chosen  # within", "pass  # within", "auto switches on noise"),
+    M(THREADS, "self.hold = min(2 * self.hold, self.MAX_HOLD_S) if kept else self.FIRST_HOLD_S",
+      "self.hold = self.FIRST_HOLD_S", "auto measures every 10 s however long its choice holds"),
+    M(THREADS, 'return [given], f"auto: OMP_NUM_THREADS={given}"', 'pass',
+      "an OMP_NUM_THREADS in the environment no longer fixes the count"),
 ]

@@ -1,5 +1,5 @@
 """Unit tests of how compare and sweep hand out their runs: a failed run stops ``compare --jobs 1``,
-workers get their share of the cores in OMP_NUM_THREADS, and the leaderboard orders ties."""
+workers get their share of the cores in MLP_THREAD_SHARE, and the leaderboard orders ties."""
 
 import subprocess
 from types import SimpleNamespace
@@ -78,10 +78,12 @@ def test_a_compare_worker_gets_its_share_of_the_cores(tmp_path, monkeypatch):
     envs = _child_envs(monkeypatch, 6)
     for jobs in (3, 1):
         assert Workers(jobs).train("run", [], tmp_path / f"{jobs}.log") == (0, "")
-    assert [env["OMP_NUM_THREADS"] for env in envs] == ["2", "6"]  # 6 cores: 3 runs at a time, or one
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's own setting wins
+    # 6 cores: 3 runs at a time, or one; auto measures within that share
+    assert [env[mlp.threads.SHARE_ENV] for env in envs] == ["2", "6"]
+    assert not any("OMP_NUM_THREADS" in env for env in envs)
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's own setting wins, and fixes the count
     Workers(3).train("run", [], tmp_path / "set.log")
-    assert envs[-1]["OMP_NUM_THREADS"] == "5"
+    assert envs[-1]["OMP_NUM_THREADS"] == "5" and mlp.threads.SHARE_ENV not in envs[-1]
 
 
 def test_a_sweep_trial_gets_its_share_of_the_cores(tmp_path, monkeypatch):
@@ -91,8 +93,8 @@ def test_a_sweep_trial_gets_its_share_of_the_cores(tmp_path, monkeypatch):
     trial = SimpleNamespace(run_dir=tmp_path / "trial", overrides=[], epochs=1)
     for jobs in (4, 1):
         Worker(plan, study, jobs)._train(SimpleNamespace(trial_id=jobs), trial, "new", "go")
-    assert envs[0]["OMP_NUM_THREADS"] == "2"  # 8 cores, 4 trials at a time
-    assert envs[1]["OMP_NUM_THREADS"] == "8"  # one at a time: all of them
+    assert envs[0][mlp.threads.SHARE_ENV] == "2"  # 8 cores, 4 trials at a time
+    assert envs[1][mlp.threads.SHARE_ENV] == "8"  # one at a time: all of them
 
 
 def test_the_leaderboard_breaks_a_validation_tie_by_test_accuracy(tmp_path):
