@@ -364,14 +364,15 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
 
     def everything(get):
         images = get("/data/plugin/images/tags").get("tiny", {})
+        scalars = get("/data/plugin/scalars/tags")
         groups = get("/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 10,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
             "colParams": [{"metric": {"group": "test", "tag": "accuracy/epoch"}}, {"hparam": "model.activation"}]})
         if "visuals/misclassified_val" not in images or not groups.get("sessionGroups") or \
-                len(groups["sessionGroups"][0]["metricValues"]) < len(HPARAM_METRICS):
+                any("loss/epoch" not in scalars.get(f"tiny/{split}", {}) for split in ("train", "val", "test")):
             return None  # the whole event files are not loaded yet
-        return (get("/data/runs"), get("/data/plugin/scalars/tags"),
+        return (get("/data/runs"), scalars,
                 get("/data/plugin/histograms/tags").get("tiny", {}), images,
                 get("/data/plugin/hparams/experiment", {"experimentName": ""}), groups,
                 get("/data/plugin/custom_scalars/layout"))
