@@ -138,6 +138,9 @@ def test_recipes_train_and_learn(tiny_config, overrides):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
     assert metrics["test"]["accuracy"] > 0.3  # chance is 0.1
+    # TensorBoard's split sub-runs: none for a split that is not there (no empty run in its list)
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == \
+        (["test", "train"] if "data.val_size=0" in overrides else ["test", "train", "val"])
 
 
 def test_learning_rate_schedules_follow_the_config(tiny_config):
