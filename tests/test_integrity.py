@@ -238,9 +238,14 @@ def test_run_files_honour_the_umask(tiny_config, umask):
         run = fit(load_config(tiny_config, ONE), "run", progress=False)
     finally:
         os.umask(old)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if not p.name.startswith("events")}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file() and not p.name.startswith("events")}
     assert set(modes) >= {"config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json", ".lock"}
     assert set(modes.values()) == {0o666 & ~umask}, modes
+    # TensorBoard's split sub-runs: folders and their event files, as TensorBoard's writer makes them
+    splits = [run / split for split in ("train", "val", "test")]
+    assert {p.stat().st_mode & 0o777 for p in splits} == {0o777 & ~umask}
+    events = [p for folder in [run, *splits] for p in folder.glob("events.out.tfevents.*")]
+    assert len(events) == 4 and {p.stat().st_mode & 0o777 for p in events} == {0o666 & ~umask}
 
 
 def _fails_with(errnum):
