@@ -23,7 +23,7 @@ from mlp.observe.diagnostics import LayerDiagnostics, Schedule
 from mlp.observe.units import flat_tails
 from mlp.commands.evaluate import evaluate
 from mlp.model import build_model, hidden_layers
-from mlp.observe.tensorboard import HPARAM_METRICS, MAIN_HPARAMS
+from mlp.observe.hparams import HPARAM_METRICS, MAIN_HPARAMS
 from mlp.training.loop import fit
 
 LAYER_SCALARS = ("signal", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
@@ -63,11 +63,14 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(tags["histograms"])
     assert {"visuals/inputs", "visuals/misclassified_val", "visuals/confusion_matrix_test",
             "visuals/per_class_accuracy_test", "visuals/epochs"} == set(tags["images"])
-    assert {"loss/step", "loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val", "accuracy/test",
-            "training/lr", "training/samples_per_s", "summary/inactive_max", "summary/signal_ratio_first"} \
-        <= set(tags["scalars"])
+    assert {"loss/step", "training/lr", "training/samples_per_s", "summary/inactive_max",
+            "summary/signal_ratio_first"} <= set(tags["scalars"])
     for tag in tags["scalars"] + tags["histograms"] + tags["images"]:
         assert len(events.SummaryMetadata(tag).summary_description) > 30, tag  # what it is, how to read it
+    for split in ("train", "val", "test"):  # the splits' sub-runs: the same two tags, each described
+        numbers = _events(run / split)
+        assert set(numbers.Tags()["scalars"]) == {"accuracy/epoch", "loss/epoch"}
+        assert "<run>/test is measured once" in numbers.SummaryMetadata("accuracy/epoch").summary_description
     assert "pre-activation" in events.SummaryMetadata("per_layer/signal/2").summary_description
     assert tags["graph"]
     grid = events.Images("visuals/inputs")[0]
@@ -78,10 +81,11 @@ def test_a_run_logs_every_layer_from_the_first_step_with_descriptions_and_a_layo
     layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["signal, every layer"] == [r"^per_layer/signal/\d+$"]
+    assert charts["accuracy: train, val and test"] == [r"^accuracy/epoch$"]  # three sub-runs: three colours
     assert charts["inactive, layer 2"] == [r"^per_layer/inactive/2$"]
-    # one training is one run: a single event file, no sub-run folder as add_hparams would make
-    assert [p.name for p in run.iterdir() if p.is_dir()] == []
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    # one event file in the run's folder (no sub-run as add_hparams would make), one in each split's
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["test", "train", "val"]
+    assert all(len(list(folder.glob("events.out.tfevents.*"))) == 1 for folder in (run, run / "train", run / "val", run / "test"))
     record = json.loads((run / "diagnostics.json").read_text())
     assert [m["step"] for m in record["measurements"]] == [0, 1, 2, 4, 5, 10, 15, 16]
     assert [d["step"] for d in record["distributions"]] == [0, 16] and record["epoch_ends"] == [16]
@@ -100,7 +104,7 @@ def test_epoch_mode_histogram_interval_and_off(tiny_config):
     tags = _events(run).Tags()
     assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith(("per_layer/", "summary/"))]
     # the end-of-run figures and the model graph go with the diagnostics; the input grid and the metrics stay
-    assert tags["images"] == ["visuals/inputs"] and "accuracy/val" in tags["scalars"]
+    assert tags["images"] == ["visuals/inputs"] and "accuracy/epoch" in _events(run / "val").Tags()["scalars"]
     assert not tags["graph"]
     assert not (run / "diagnostics.json").exists()
 
@@ -360,22 +364,28 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
 
     def everything(get):
         images = get("/data/plugin/images/tags").get("tiny", {})
+        scalars = get("/data/plugin/scalars/tags")
         groups = get("/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 10,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-            "colParams": [{"metric": {"tag": "accuracy/test"}}, {"hparam": "model.activation"}]})
-        if "visuals/misclassified_val" not in images or not groups.get("sessionGroups"):
-            return None  # the whole event file is not loaded yet
-        return (get("/data/runs"), get("/data/plugin/scalars/tags").get("tiny", {}),
+            "colParams": [{"metric": {"group": "test", "tag": "accuracy/epoch"}}, {"hparam": "model.activation"}]})
+        if "visuals/misclassified_val" not in images or not groups.get("sessionGroups") or \
+                any("loss/epoch" not in scalars.get(f"tiny/{split}", {}) for split in ("train", "val", "test")):
+            return None  # the whole event files are not loaded yet
+        return (get("/data/runs"), scalars,
                 get("/data/plugin/histograms/tags").get("tiny", {}), images,
                 get("/data/plugin/hparams/experiment", {"experimentName": ""}), groups,
                 get("/data/plugin/custom_scalars/layout"))
 
-    runs, scalars, histograms, images, experiment, groups, layout = _serve(tmp_path / "runs", tmp_path, everything)
-    assert runs == ["tiny"]
-    assert {"loss/step", "accuracy/train", "accuracy/val", "accuracy/test", "per_layer/inactive/1",
-            "per_layer/signal/2", "per_layer/update_ratio/2", "summary/signal_ratio_first"} <= set(scalars)
-    assert [tag for tag, info in scalars.items() if not info["description"]] == []  # every tag says what it is
+    runs, by_run, histograms, images, experiment, groups, layout = _serve(tmp_path / "runs", tmp_path, everything)
+    # the splits are runs of their own, so TensorBoard draws each in its own colour, named by its run
+    assert sorted(runs) == ["tiny", "tiny/test", "tiny/train", "tiny/val"]
+    scalars = by_run["tiny"]
+    assert {"loss/step", "per_layer/inactive/1", "per_layer/signal/2", "per_layer/update_ratio/2",
+            "summary/signal_ratio_first"} <= set(scalars)
+    assert all(set(by_run[f"tiny/{split}"]) == {"accuracy/epoch", "loss/epoch"} for split in ("train", "val", "test"))
+    described = [info for tags in by_run.values() for info in tags.values()]
+    assert all(info["description"] for info in described)  # every tag of every run says what it is
     assert {f"per_layer/{h}/{i}" for i in (1, 2) for h in HISTOGRAMS} == set(histograms)
     assert {"visuals/inputs", "visuals/misclassified_val", "visuals/confusion_matrix_test",
             "visuals/per_class_accuracy_test", "visuals/epochs"} == set(images)
@@ -384,7 +394,7 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
     infos = experiment["hparamInfos"]
     assert [h["name"] for h in infos[:5]] == sorted(MAIN_HPARAMS) and all(h.get("differs") for h in infos[:5])
     assert "model.init" in MAIN_HPARAMS and all(h.get("displayName") == h["name"] for h in infos)  # all dotted
-    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == list(HPARAM_METRICS)
+    assert [(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]] == list(HPARAM_METRICS)
     (group,) = groups["sessionGroups"]
     assert group["name"] == "tiny" and [s["name"] for s in group["sessions"]] == ["tiny"]
     assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
@@ -392,8 +402,9 @@ def test_real_tensorboard_serves_one_run_with_everything(tiny_config, tmp_path, 
     assert hparams["model.activation"] == "relu" and hparams["model.width"] == "64"
     assert hparams["data.val_size"] == "200" and hparams["optimizer.lr"] == pytest.approx(0.0001)
     assert hparams["data.root"] == str(fake_root.resolve())  # the folder actually read (MLP_DATA_ROOT)
-    metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-    assert metrics["accuracy/test"] == pytest.approx(test_accuracy)
+    metrics = {(m["name"].get("group", ""), m["name"]["tag"]): m["value"] for m in group["metricValues"]}
+    assert metrics[("test", "accuracy/epoch")] == pytest.approx(test_accuracy)  # the sub-run, a group of the session
+    metrics = {tag: value for (_, tag), value in metrics.items()}
     assert 0.0 <= metrics["summary/inactive_max"] <= 1.0 and metrics["summary/signal_ratio_first"] > 0
 
 

@@ -39,6 +39,8 @@ def test_two_process_torchrun_training_matches_one_process(tiny_config, tmp_path
     assert len(runs) == 1, runs  # rank 0 made the folder and told rank 1 its name
     run = runs[0]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    # the splits' sub-runs: rank 0's event file alone in each (rank 1 writes nothing)
+    assert [len(list((run / split).glob("events.out.tfevents.*"))) for split in ("train", "val", "test")] == [1, 1, 1]
     assert done.stdout.count("test     accuracy") == 1 and "2 processes" in done.stdout
 
     ddp = json.loads((run / "metrics.json").read_text())

@@ -87,6 +87,30 @@ def test_overwrite_and_a_refused_resume_remove_only_what_mlp_wrote(tiny_config, 
     os.rmdir(run / "diagnostics.json")
 
 
+def test_overwrite_clears_the_splits_sub_runs_of_mlp_s_event_files_only(tiny_config):
+    theirs = Path("theirs")
+    (theirs / "val").mkdir(parents=True)
+    (theirs / "val" / "events.out.tfevents.1.host").write_bytes(b"their own")
+    done = run_mlp("train", "--config", tiny_config, "--run-dir", theirs, "--overwrite", "--no-progress")
+    assert done.returncode == 2 and "holds files no mlp run wrote (val/events.out.tfevents.1.host)" in \
+        _one_line(done.stderr.strip())
+    assert (theirs / "val" / "events.out.tfevents.1.host").read_bytes() == b"their own"
+
+    sets = ["train.epochs=1", "train.diagnostics=off"]
+    run = fit(load_config(tiny_config, sets), "run", progress=False)
+    (run / "val" / "notes.txt").write_text("a user's file")
+    again = fit(load_config(tiny_config, sets), run, overwrite=True, progress=False)
+    assert (again / "val" / "notes.txt").read_text() == "a user's file"  # kept, and its folder with it
+    assert [len(list((again / split).glob("events.out.tfevents.*"))) for split in ("train", "val", "test")] == [1, 1, 1]
+
+    shutil.rmtree(run / "test")
+    (run / "test").symlink_to(theirs)  # a link where mlp makes a folder: never followed
+    with pytest.raises(UserError) as refused:
+        RunFolder.create("tiny", run, overwrite=True, runs_root=Path("runs"))
+    assert "test is a file or link, not the TensorBoard folder mlp makes" in _one_line(refused)
+    assert (run / "last.pth").is_file() and len(list((run / "val").glob("events.out.tfevents.*"))) == 1
+
+
 def test_a_folder_in_the_way_of_metrics_json_is_one_line(tiny_config, monkeypatch):
     run = _stopped_run(tiny_config, monkeypatch)
     (run / "metrics.json").unlink()
@@ -214,9 +238,14 @@ def test_run_files_honour_the_umask(tiny_config, umask):
         run = fit(load_config(tiny_config, ONE), "run", progress=False)
     finally:
         os.umask(old)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if not p.name.startswith("events")}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file() and not p.name.startswith("events")}
     assert set(modes) >= {"config.yaml", "metrics.json", "checkpoint.pth", "last.pth", "diagnostics.json", ".lock"}
     assert set(modes.values()) == {0o666 & ~umask}, modes
+    # TensorBoard's split sub-runs: folders and their event files, as TensorBoard's writer makes them
+    splits = [run / split for split in ("train", "val", "test")]
+    assert {p.stat().st_mode & 0o777 for p in splits} == {0o777 & ~umask}
+    events = [p for folder in [run, *splits] for p in folder.glob("events.out.tfevents.*")]
+    assert len(events) == 4 and {p.stat().st_mode & 0o777 for p in events} == {0o666 & ~umask}
 
 
 def _fails_with(errnum):

@@ -131,7 +131,8 @@ def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):
     events = _events(folder)
     steps = [e.step for e in events.Scalars("loss/step")]
     assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
-    assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2, 3]
+    assert [e.step for e in _events(folder / "val").Scalars("accuracy/epoch")] == [1, 2, 3]
+    assert [e.step for e in _events(folder / "test").Scalars("accuracy/epoch")] == [1, 3]  # first and last (best)
 
 
 def test_cli_sigint_saves_prints_resume_command_and_exits_130(tmp_path):

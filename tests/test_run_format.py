@@ -150,3 +150,32 @@ def test_a_hard_kill_past_last_pth_leaves_one_tensorboard_curve(tiny_config, mon
     assert steps == list(range(1, 3 * 16 + 1))  # one unbroken curve, no step twice
     values = lambda run: [(e.step, e.value) for e in read_events(run).Scalars("loss/step")]
     assert values(resumed) == values(straight)
+
+
+@pytest.mark.parametrize("after", ["epoch", "test"])
+def test_a_hard_kill_after_a_splits_numbers_leaves_one_curve_per_split(tiny_config, monkeypatch, after):
+    """Killed once the numbers of epoch 2 (or the test numbers) are on disk and before the files that
+    make them part of the run: the resumed run writes them again, and each split shows them once."""
+    from tbevents import read_events
+
+    sets = ["train.epochs=3", "train.diagnostics=off"]
+    straight = fit(load_config(tiny_config, sets), "straight", progress=False)
+    logger = mlp.observe.tensorboard.RunLogger
+    real = getattr(logger, after)
+
+    def written_then_killed(self, epoch, *args, **kwargs):
+        real(self, epoch, *args, **kwargs)
+        if after == "test" or epoch == 2:
+            for writer in [self.writer, *self.splits.values()]:
+                writer.flush()
+            os._exit(9)
+
+    with monkeypatch.context() as m:
+        m.setattr(logger, after, written_then_killed)
+        assert _in_child(lambda: fit(load_config(tiny_config, sets), "run", progress=False)) == 9
+    split = "val" if after == "epoch" else "test"
+    assert len(read_events(f"run/{split}").Scalars("accuracy/epoch")) >= 1  # on disk before the kill
+    resumed = fit(resume_target("run", []), progress=False)
+    for split in ("train", "val", "test"):
+        values = lambda run: [(e.step, e.value) for e in read_events(run / split).Scalars("accuracy/epoch")]
+        assert values(resumed) == values(straight), split  # each epoch once (test: 1 and 3), as the straight run

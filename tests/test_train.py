@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+import mlp.training.trainer
 from conftest import run_mlp
 from tbevents import read_events
 from mlp.run.checkpoint import load_checkpoint
@@ -24,7 +25,8 @@ def _fit(path, overrides=(), run_dir="run"):
 def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
     run = _fit(tiny_config, ["train.epochs=3"])
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(("events", ".lock"))) == \
-        ["checkpoint.pth", "config.yaml", "diagnostics.json", "last.pth", "metrics.csv", "metrics.json"]
+        ["checkpoint.pth", "config.yaml", "diagnostics.json", "last.pth", "metrics.csv", "metrics.json",
+         "test", "train", "val"]  # the last three: TensorBoard's sub-runs, one per split
     metrics = json.loads((run / "metrics.json").read_text())
     history = metrics["epochs"]
     with open(run / "metrics.csv", newline="") as f:  # the same numbers, one row per epoch
@@ -38,11 +40,49 @@ def test_training_writes_a_complete_run_and_learns(tiny_config, tmp_path):
 
     events = read_events(run)
     tags = set(events.Tags()["scalars"])
-    assert {"loss/step", "training/lr", "loss/train", "accuracy/train", "loss/val", "accuracy/val",
-            "accuracy/test"} <= tags
-    assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2, 3]
+    assert {"loss/step", "training/lr", "training/samples_per_s"} <= tags
+    assert not {tag for tag in tags if tag.startswith("accuracy/")}  # in the splits' sub-runs, each its colour
     steps = [e.step for e in events.Scalars("loss/step")]
     assert steps == list(range(5, 3 * 16 + 1, 5))  # 1000 images / 64 = 16 steps an epoch, log_every 5
+
+
+def _split_numbers(run, split):
+    """``{tag: [(x, value), ...]}`` of the sub-run ``run/split``, which holds one event file."""
+    assert len(list((run / split).glob("events.out.tfevents.*"))) == 1
+    events = read_events(run / split)
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("best_epoch", [2, 3])
+def test_each_split_is_a_sub_run_and_test_is_a_flat_line_across_the_epochs(tiny_config, monkeypatch, best_epoch):
+    """TensorBoard colours by run: train, val and test are three runs with the same tags, so one chart
+    overlays them in three colours.  Test, measured once, spans the epochs (first, best and last)."""
+    if best_epoch == 2:  # validation accuracy 50%, 70%, 60%: the best checkpoint is epoch 2's
+        scripted = iter([0.5, 0.7, 0.6])
+        evaluate = mlp.training.trainer.evaluate
+
+        def scripted_val(model, split, *args):
+            result = evaluate(model, split, *args)
+            return {**result, "accuracy": next(scripted)} if len(split) == 200 else result  # the validation split
+
+        monkeypatch.setattr(mlp.training.trainer, "evaluate", scripted_val)
+    run = _fit(tiny_config, ["train.epochs=3"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best"]["epoch"] == best_epoch
+    history = metrics["epochs"]
+    for split in ("train", "val"):
+        numbers = _split_numbers(run, split)
+        assert set(numbers) == {"accuracy/epoch", "loss/epoch"}
+        for metric in ("accuracy", "loss"):
+            assert numbers[f"{metric}/epoch"] == [(r["epoch"], pytest.approx(r[f"{split}_{metric}"], rel=1e-6))
+                                                  for r in history]
+    test = _split_numbers(run, "test")
+    assert set(test) == {"accuracy/epoch", "loss/epoch"}
+    xs = sorted({1, best_epoch, 3})
+    assert test["accuracy/epoch"] == [(x, pytest.approx(metrics["test"]["accuracy"], rel=1e-6)) for x in xs]
+    assert test["loss/epoch"] == [(x, pytest.approx(metrics["test"]["loss"], rel=1e-5)) for x in xs]
+    description = read_events(run / "test").SummaryMetadata("accuracy/epoch").summary_description
+    assert "measured once at the end on the best checkpoint" in description and "drawn flat" in description
 
 
 def test_checkpoint_is_plain_data_and_eval_reproduces_the_test_accuracy(tiny_config):
@@ -98,6 +138,9 @@ def test_recipes_train_and_learn(tiny_config, overrides):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
     assert metrics["test"]["accuracy"] > 0.3  # chance is 0.1
+    # TensorBoard's split sub-runs: none for a split that is not there (no empty run in its list)
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == \
+        (["test", "train"] if "data.val_size=0" in overrides else ["test", "train", "val"])
 
 
 def test_learning_rate_schedules_follow_the_config(tiny_config):

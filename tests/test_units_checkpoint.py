@@ -86,7 +86,8 @@ def test_overwrite_starts_the_run_folder_clean(tiny_config, tmp_path):
     (run / ".last.pth.0f9e8d7c.tmp").write_bytes(b"half written")
     again = fit(load_config(tiny_config, ["train.epochs=2", "train.diagnostics=off"]), run, overwrite=True,
                 progress=False)
-    assert len(list(again.glob("events.out.tfevents.*"))) == 1  # one curve: the old run's events are gone
+    for folder in (again, again / "train", again / "val", again / "test"):  # the run's and its splits' sub-runs
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1, folder  # one curve: the old run's are gone
     assert not list(again.glob(".*.tmp"))
     assert len(json.loads((again / "metrics.json").read_text())["epochs"]) == 2
 

@@ -9,8 +9,9 @@ speed) and last ``visuals``, every image, so that the cards of images come after
 tensor format, the one whose descriptions its default (fast) loader keeps.
 
 - ``loss/step`` every ``train.log_every`` steps, ``training/lr`` with it (x = optimizer step);
-- ``accuracy/train|val``, ``loss/train|val``, ``training/samples_per_s`` per epoch (x = epoch),
-  ``accuracy/test``, ``loss/test`` once at the end (x = the best epoch);
+- ``accuracy/epoch``, ``loss/epoch`` in the sub-runs ``train/`` and ``val/`` per epoch (x = epoch),
+  and in ``test/`` once at the end, drawn flat across the epochs (the same value at the first, best
+  and last epoch); ``training/samples_per_s`` per epoch;
 - ``per_layer/<metric>/<layer>`` (x = optimizer step, layer 1 next to the input): scalars at the
   diagnostics' measured steps, histograms every ``train.histogram_every`` epochs;
 - ``summary/inactive_max``, ``summary/signal_ratio_first|last`` per epoch, also HParams metrics;
@@ -18,11 +19,12 @@ tensor format, the one whose descriptions its default (fast) loader keeps.
   ``visuals/confusion_matrix_test``, ``visuals/per_class_accuracy_test`` (at the end),
   and the model graph.
 
-A custom-scalars layout (the Custom Scalars tab) puts the layers of one metric on one chart, and
-one layer's metric of every run on another.  The run's hyperparameters go into the run's own
-folder (not a sub-run, as ``SummaryWriter.add_hparams`` would make), so one training is one run
-in the HParams, Scalars and Images tabs alike; the HParams experiment is declared so that the
-table opens on the settings that matter.
+TensorBoard gives each run one colour, so the splits' numbers are runs of their own, sub-folders
+of the run (``<run>/train``, ``<run>/val``, ``<run>/test``, each with its own event file): one chart
+per tag overlays them, in three colours named in the run list and the tooltip.  Everything else
+is in the run's own folder, which is also the one HParams session (``mlp.observe.hparams``; the
+splits' numbers are its metric groups).  A custom-scalars layout (the Custom Scalars tab) puts
+the layers of one metric on one chart, and one layer's metric of every run on another.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.compat.proto.tensor_pb2 import TensorProto
@@ -48,7 +50,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import custom_scalars, hparams
 from torch.utils.tensorboard.summary import image as image_summary
 
-from mlp.config import activation_label
+from mlp.observe.hparams import hparam_summaries, hparam_values
+from mlp.run.record import SPLIT_RUNS
 
 SAMPLE_IMAGES = 64  # in the visuals/inputs grid
 _SCALAR = TensorShapeProto()  # a 0-d tensor
@@ -58,16 +61,17 @@ _PER_EPOCH = (" One point per epoch. TensorBoard's defaults bend such a short se
               "y range from the 5th to the 95th percentile of the points, which leaves the first and last "
               "epochs outside the chart. The image visuals/epochs draws the same numbers as they are "
               "(or set smoothing to 0 and untick that box in Settings).")
+_SPLITS = (" One line per split, each a run of its own (its own colour, named in the run list and the tooltip): "
+           "<run>/train is counted on the epoch's training images during training (dropout and augmentation on); "
+           "<run>/val on the held-out validation images after each epoch (checkpoint.pth keeps the best epoch); "
+           "<run>/test is measured once at the end on the best checkpoint, on the test images; it is drawn flat "
+           "across the epochs (the same value at the first, best and last epoch) to compare with the val "
+           "curve: a reference line, not a curve.")
 DESCRIPTIONS = {
-    "accuracy/train": "Share of the epoch's training images classified correctly, counted during training "
-                      "(dropout and augmentation on)." + _PER_EPOCH,
-    "accuracy/val": "Share of the held-out validation images classified correctly after each epoch; "
-                    "checkpoint.pth keeps the best epoch." + _PER_EPOCH,
-    "accuracy/test": "Test accuracy of the best checkpoint, measured once at the end (x = its epoch).",
+    "accuracy/epoch": "Share of the images classified correctly, after each epoch." + _SPLITS + _PER_EPOCH,
+    "loss/epoch": "Mean cross-entropy on the images, after each epoch (training: the mean over the epoch's "
+                  "batches)." + _SPLITS + _PER_EPOCH,
     "loss/step": "Mean training cross-entropy over the last train.log_every steps (x = optimizer step).",
-    "loss/train": "Mean training cross-entropy over the epoch's batches." + _PER_EPOCH,
-    "loss/val": "Mean cross-entropy on the validation images after each epoch." + _PER_EPOCH,
-    "loss/test": "Mean cross-entropy of the best checkpoint on the test images (x = its epoch).",
     "training/lr": "Learning rate at each logging step (x = optimizer step).",
     "training/samples_per_s": "Training images per second in each epoch, training only (x = epoch).",
     "summary/inactive_max": "The largest share of inactive units any hidden layer has shown so far "
@@ -117,14 +121,7 @@ LAYER_DESCRIPTIONS = {
     "weight_grads": "Histogram of the gradient of hidden{j}.linear.weight at the epoch's last step.",
 }
 LAYOUT_METRICS = ("signal", "inactive", "grad_rms", "update_ratio", "weight_rms", "act_mean", "act_std")
-# The HParams table: the first five columns shown (each named as in the config, dotted), then
-# the metrics, the first five shown.
-MAIN_HPARAMS = ("model.activation", "model.depth", "model.init", "model.width", "optimizer.lr")
-HPARAM_METRICS = {"accuracy/test": "test accuracy", "accuracy/val": "val accuracy",
-                  "summary/inactive_max": "largest inactive fraction",
-                  "summary/signal_ratio_first": "signal layer 1 / last, first step",
-                  "loss/test": "test loss", "loss/val": "val loss", "accuracy/train": "train accuracy",
-                  "loss/train": "train loss", "summary/signal_ratio_last": "signal layer 1 / last, at the end"}
+
 
 
 def layer_tag(metric: str, layer: int) -> str:
@@ -150,7 +147,7 @@ def _writes(method):
             from mlp.errors import UserError
             from mlp.files import cause
 
-            self.writer = None  # nothing more is written to it; closing it would raise again
+            self.writer, self.splits = None, {}  # nothing more is written to them; closing would raise again
             raise UserError(f"cannot write TensorBoard's event file in {self.run_dir}: {cause(e)}; the run's "
                             "checkpoints and metrics.json are as the last finished epoch left them (free space or "
                             "fix the folder, then resume)") from None
@@ -158,32 +155,49 @@ def _writes(method):
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True):
-        # purge_step: events at or after this step, left by a process that was stopped
-        # after its last checkpoint, are dropped, so a resumed run is one unbroken curve.
+    def __init__(self, run_dir: Path, purge_step: int | None = None, enabled: bool = True,
+                 purge_epoch: int | None = None):
+        # purge_step (optimizer steps, the run's own folder) and purge_epoch (epochs, the train and val
+        # sub-runs): events at or after them, left by a process that was stopped after its last
+        # checkpoint, are dropped, so a resumed run is one unbroken curve; the test sub-run, written
+        # once at the end, is dropped whole.  purge_epoch defaults to the epoch after the finished ones.
         # enabled=False (DDP ranks other than 0) writes nothing, not even an empty event file;
         # those ranks call only step(), epoch() and close(), which then do nothing.
         self.writer = None
+        self.splits: dict[str, SummaryWriter] = {}  # the split sub-runs, each opened with its first value
         self.run_dir = Path(run_dir)
-        self.described: set[str] = set()  # tags whose description is written (with their first value)
+        self.described: set[tuple[str, str]] = set()  # (split, tag) whose description is written
         self.epochs: list[dict] = []  # every epoch's record, for the visuals/epochs figure
+        self.purges: dict[str, int] | None = None  # a resumed run: each sub-run's purge step
         if enabled and purge_step is not None:  # a resumed run: the epochs before it
             self.epochs = _finished_epochs(Path(run_dir), purge_step)
+            if purge_epoch is None:
+                purge_epoch = self.epochs[-1]["epoch"] + 1 if self.epochs else 1
+            self.purges = {"train": purge_epoch, "val": purge_epoch, "test": 0}
         if enabled:
             if purge_step is not None:
                 _wait_for_a_later_second(Path(run_dir))
-            # TensorBoard takes a run's first START for its beginning and every later one for a restart
-            # that drops the steps at and after it: a fresh run writes its START at step 0, and a resumed
-            # one two at its purge step, so that the purge happens on a folder whose first process (an
-            # older mlp) wrote none as well.
-            self._open(purge_step)
+            self.writer = self._open(self.run_dir, purge_step)
 
     @_writes
-    def _open(self, purge_step: int | None) -> None:
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=0 if purge_step is None else purge_step)
+    def _open(self, folder: Path, purge_step: int | None) -> SummaryWriter:
+        """A writer of a new event file in ``folder``.  TensorBoard takes a run's first START for its
+        beginning and every later one for a restart that drops the steps at and after it: a fresh
+        run writes its START at step 0, and a resumed one two at its purge step, so that the purge
+        happens on a folder whose first process (an older mlp) wrote none as well."""
+        writer = SummaryWriter(str(folder), purge_step=0 if purge_step is None else purge_step)
         if purge_step is not None:
-            self.writer.file_writer.add_event(
+            writer.file_writer.add_event(
                 Event(step=purge_step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
+        return writer
+
+    def _split(self, split: str) -> SummaryWriter:
+        """The writer of the sub-run ``<run>/<split>``, opened at its first value (a run without a
+        validation split has no val sub-run)."""
+        if split not in self.splits:
+            purge = None if self.purges is None else self.purges[split]
+            self.splits[split] = self._open(self.run_dir / split, purge)
+        return self.splits[split]
 
     @_writes
     def start(self, config: dict[str, Any], model: torch.nn.Module, train_images: torch.Tensor,
@@ -213,21 +227,23 @@ class RunLogger:
         self.scalars({tag: value}, step)
 
     @_writes
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        """Several scalars of one step in one event (one write instead of one per tag)."""
+    def scalars(self, values: dict[str, float], step: int, split: str | None = None) -> None:
+        """Several scalars of one step in one event (one write instead of one per tag), in the run's
+        own folder or in the sub-run of ``split``."""
         summary = Summary()
         for tag, value in values.items():
-            description = self._description(tag)
+            description = self._description(tag, split or "")
             summary.value.add(tag=tag, tensor=TensorProto(dtype=DT_FLOAT, float_val=[value], tensor_shape=_SCALAR),
                               metadata=scalar_metadata.create_summary_metadata(None, description)
                               if description else _SCALAR_METADATA)
-        self.writer.file_writer.add_summary(summary, step)
+        writer = self.writer if split is None else self._split(split)
+        writer.file_writer.add_summary(summary, step)
 
-    def _description(self, tag: str) -> str | None:
-        """A tag's description, the first time it is written (TensorBoard keeps the first it sees)."""
-        if tag in self.described:
+    def _description(self, tag: str, split: str = "") -> str | None:
+        """A tag's description, the first time it is written to a run (TensorBoard keeps the first it sees)."""
+        if (split, tag) in self.described:
             return None
-        self.described.add(tag)
+        self.described.add((split, tag))
         return describe(tag)
 
     @_writes
@@ -241,10 +257,10 @@ class RunLogger:
         if self.writer is None:
             return
         for split in ("train", "val"):
-            for metric in ("loss", "accuracy"):
-                value = record.get(f"{split}_{metric}")
-                if value is not None:
-                    self.scalar(f"{metric}/{split}", value, epoch)
+            values = {f"{metric}/epoch": record[f"{split}_{metric}"] for metric in ("accuracy", "loss")
+                      if record.get(f"{split}_{metric}") is not None}
+            if values:
+                self.scalars(values, epoch, split)
         if record.get("samples_per_s") is not None:
             self.scalar("training/samples_per_s", record["samples_per_s"], epoch)
         self.epochs = [r for r in self.epochs if r["epoch"] < epoch] + [record]
@@ -293,9 +309,13 @@ class RunLogger:
 
     @_writes
     def test(self, epoch: int, result: dict, classes: list[str], figures: bool = True) -> None:
-        """The final numbers (and figures); this also marks the run finished in the HParams tab."""
-        self.scalar("loss/test", result["loss"], epoch)
-        self.scalar("accuracy/test", result["accuracy"], epoch)
+        """The final numbers (and figures); this also marks the run finished in the HParams tab.  The test
+        numbers, measured once (on the best checkpoint, of ``epoch``), are drawn flat across the run's
+        epochs: the same value at the first, the best and the last epoch."""
+        numbers = {"accuracy/epoch": result["accuracy"], "loss/epoch": result["loss"]}
+        epochs = [r["epoch"] for r in self.epochs] + [epoch]
+        for x in sorted({min(epochs), epoch, max(epochs)}):
+            self.scalars(numbers, x, "test")
         if figures:
             from mlp.observe.figures import confusion_matrix_figure, per_class_accuracy_figure
 
@@ -322,18 +342,21 @@ class RunLogger:
 
     @_writes
     def close(self) -> None:
-        """Flush and close the event file; a second call does nothing."""
+        """Flush and close the event files; a second call does nothing."""
         if self.writer is None:
             return
+        for writer in self.splits.values():
+            writer.close()
         self.writer.close()
-        self.writer = None
+        self.writer, self.splits = None, {}
 
 
 def _wait_for_a_later_second(run_dir: Path) -> None:
     """TensorBoard reads a run's event files in name order, and a name starts with the second
     it was created in; a resumed run's file must sort after the files already there."""
-    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")
-               if p.name.split(".")[3].isdigit()]
+    files = [p for folder in (run_dir, *(run_dir / split for split in SPLIT_RUNS))
+             for p in folder.glob("events.out.tfevents.*")]
+    seconds = [int(p.name.split(".")[3]) for p in files if p.name.split(".")[3].isdigit()]
     while seconds and time.time() < max(seconds) + 1:
         time.sleep(0.05)
 
@@ -349,14 +372,15 @@ def _finished_epochs(run_dir: Path, purge_step: int) -> list[dict]:
 
 
 def scalars_layout(depth: int) -> dict[str, dict[str, list]]:
-    """The Custom Scalars tab: train and validation on one chart; every layer of one metric on one
-    chart (select one run to read it); one layer's metric across the selected runs on one chart."""
+    """The Custom Scalars tab: train, validation and test on one chart (three sub-runs, three colours);
+    every layer of one metric on one chart (select one run to read it); one layer's metric across the
+    selected runs on one chart."""
     layers = {f"{metric}, every layer": ["Multiline", [rf"^per_layer/{metric}/\d+$"]] for metric in LAYOUT_METRICS}
     across = {f"{metric}, layer {i}": ["Multiline", [rf"^per_layer/{metric}/{i}$"]]
               for metric in LAYOUT_METRICS for i in range(1, depth + 1)}
     return {
-        "accuracy and loss": {"accuracy, train and val": ["Multiline", [r"^accuracy/(train|val)$"]],
-                              "loss, train and val": ["Multiline", [r"^loss/(train|val)$"]]},
+        "accuracy and loss": {"accuracy: train, val and test": ["Multiline", [r"^accuracy/epoch$"]],
+                              "loss: train, val and test": ["Multiline", [r"^loss/epoch$"]]},
         "per layer: the layers of one run (select one run)": layers,
         "per layer: one layer across runs": across,
     }
@@ -386,50 +410,3 @@ def log_activations(log_dir: Path, figures: dict[str, np.ndarray], pixels: dict[
         if pixels:
             writer.add_text("pixels/about", f"Top row: {dataset} test images, normalised as for training. "
                             "Bottom row: the same after the activation, on the same intensity scale.", 0)
-
-
-def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
-    """Every config field as ``section.field``.  Floats stay numbers; integers become text, since the
-    HParams table prints every number with five significant digits (a batch size of 64 as 64.000);
-    booleans, lists and None become text too."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "activation" and isinstance(value, dict):  # leaky_relu(negative_slope=0.1)
-            flat[key] = activation_label(value)
-        elif isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in hparam_values(value).items()})
-        elif isinstance(value, bool):
-            flat[key] = "true" if value else "false"
-        elif isinstance(value, int):
-            flat[key] = str(value)
-        elif isinstance(value, (float, str)):
-            flat[key] = value
-        elif value is None:
-            flat[key] = "none"  # a text value keeps the column in the table for every run
-        elif isinstance(value, list):
-            flat[key] = "[" + ", ".join(map(str, value)) + "]"
-        else:
-            flat[key] = str(value)
-    return flat
-
-
-def hparam_summaries(values: dict[str, Any]) -> list[Summary]:
-    """The declared experiment and this run's session start.  TensorBoard's HParams table shows five
-    hyperparameter columns at first, those it is told "differ" first and then by name: the five
-    MAIN_HPARAMS.  Every column is named as the config key it is (model.width, not width)."""
-    from tensorboard.plugins.hparams import api_pb2
-    from tensorboard.plugins.hparams.metadata import EXPERIMENT_TAG, PLUGIN_DATA_VERSION, PLUGIN_NAME
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-
-    _, session_start, _ = hparams(values, {})
-    infos = [api_pb2.HParamInfo(
-        name=name, display_name=name, differs=name in MAIN_HPARAMS,
-        type=api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, float) else api_pb2.DATA_TYPE_STRING)
-        for name, value in values.items()]
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label, description=describe(tag))
-               for tag, label in HPARAM_METRICS.items()]
-    content = HParamsPluginData(experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics),
-                                version=PLUGIN_DATA_VERSION)
-    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME,
-                                                                      content=content.SerializeToString()))
-    return [Summary(value=[Summary.Value(tag=EXPERIMENT_TAG, metadata=metadata)]), session_start]

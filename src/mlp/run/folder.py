@@ -9,6 +9,7 @@ runs/<name>-<time>/
   metrics.csv            the same per-epoch history, one row per epoch (spreadsheets, pandas)
   diagnostics.json       per-layer measurements (mlp.observe.diagnostics writes it through write_json)
   events.out.tfevents.*  TensorBoard (mlp.observe.tensorboard.RunLogger writes those)
+  train/ val/ test/      TensorBoard's per-epoch numbers of each split, one sub-run each (events files only)
   .lock                  held by the one process that writes the run
 ```
 
@@ -41,7 +42,7 @@ from mlp.files import cause, open_regular, writing
 from mlp.run.checkpoint import checkpoint_bytes
 from mlp.run.durable import json_bytes
 from mlp.run.durable import commit, previous_name
-from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, RunDamaged, RunRecord
+from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, SPLIT_RUNS, RunDamaged, RunRecord
 
 METRICS_CSV = "metrics.csv"  # the same per-epoch history as metrics.json, for spreadsheets
 RUN_FILES = (CONFIG, METRICS, METRICS_CSV, BEST, LAST, "diagnostics.json")
@@ -83,7 +84,8 @@ class RunFolder:
             folder.release(forget=not ours)
             raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
                             f"or use --resume {path} to continue it")
-        named = [name for name in others if name in RUN_FILES or name.startswith("events.out.tfevents.")]
+        named = [name for name in others if name in RUN_FILES or name.startswith("events.out.tfevents.")] + \
+            [item.relative_to(path).as_posix() for item in _split_event_files(path)]
         if named and not ours:  # files by mlp's names that no mlp run wrote (it would have left its lock file)
             folder.release(forget=True)
             raise UserError(f"--run-dir {path} holds files no mlp run wrote ({', '.join(named[:3])}"
@@ -164,14 +166,24 @@ class RunFolder:
         kept = {previous_name(self.path / name).name for name in KEPT}
         items = [item for item in self.path.iterdir()
                  if item.name in RUN_FILES or item.name in kept or item.name.startswith("events.out.tfevents.")]
-        for item in items:
+        splits = [self.path / split for split in SPLIT_RUNS if os.path.lexists(self.path / split)]
+        for item in items + _split_event_files(self.path):
             if not stat.S_ISREG(os.lstat(item).st_mode):
                 self.release()
                 raise UserError(f"{item} is a folder, link or special file, not a file mlp wrote; move it "
                                 "away, then --overwrite")
-        for item in items:
+        for split in splits:
+            if not stat.S_ISDIR(os.lstat(split).st_mode):
+                self.release()
+                raise UserError(f"{split} is a file or link, not the TensorBoard folder mlp makes; move it "
+                                "away, then --overwrite")
+        for item in items + _split_event_files(self.path):
             with writing(item, action="remove"):
                 item.unlink()
+        for split in splits:  # emptied: it goes too (a folder still holding other files stays)
+            if not any(split.iterdir()):
+                with writing(split, action="remove"):
+                    split.rmdir()
 
     def remove_leftovers(self) -> None:
         """Temporary files of a write cut short by a kill -9 (by mlp's names: no other file is touched)."""
@@ -264,6 +276,13 @@ def csv_bytes(rows: list[dict]) -> bytes:
     writer.writeheader()
     writer.writerows(json_ready(rows))  # the numbers as metrics.json holds them
     return out.getvalue().encode()
+
+
+def _split_event_files(path: Path) -> list[Path]:
+    """The event files in the run's split sub-folders (``val/events.out.tfevents.*``; never through a link)."""
+    folders = [path / split for split in SPLIT_RUNS]
+    return [item for folder in folders if folder.is_dir() and not folder.is_symlink()
+            for item in sorted(folder.iterdir()) if item.name.startswith("events.out.tfevents.")]
 
 
 def _made(path: Path, exist_ok: bool = False) -> bool:

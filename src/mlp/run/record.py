@@ -26,6 +26,9 @@ from mlp.files import read_regular, why_unreadable
 SMALL_FILE_LIMIT = 64 * 2**20  # metrics.json of a very long run is a few MB
 CONFIG, METRICS, DIAGNOSTICS, BEST, LAST, LOCK = (
     "config.yaml", "metrics.json", "diagnostics.json", "checkpoint.pth", "last.pth", ".lock")
+# Sub-folders holding TensorBoard's per-epoch numbers of one split each (TensorBoard shows each as a
+# run of its own, in its own colour); they hold event files only.
+SPLIT_RUNS = ("train", "val", "test")
 
 
 class RunDamaged(UserError):

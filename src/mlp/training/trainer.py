@@ -154,9 +154,9 @@ class Trainer:
                 print(f"precision {self.precision} ({self.precision_reason})")
             if self.device.type == "cpu":
                 print(f"threads  {self.threads_line}")
-        # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step.
+        # On resume, TensorBoard drops whatever the stopped process logged after last.pth's step and epoch.
         self.logger = RunLogger(folder.path, purge_step=self.state.step + 1 if resumed else None,
-                                enabled=self.is_main)
+                                enabled=self.is_main, purge_epoch=self.state.epoch + 1 if resumed else None)
         if not resumed and self.is_main:
             with self.timed("tensorboard"):
                 self.logger.start(cfg.to_dict(), self.model, data.train.images, data.mean, data.std)
