@@ -50,6 +50,7 @@ TESTS: dict[str, list[str]] = {
     "mlp/training/workers.py": [f"{UNITS}workers.py"],
     "mlp/threads.py": ["tests/test_threads.py::test_the_tuner_keeps_the_fastest_count_and_follows_a_change_of_load",
                        "tests/test_threads.py::test_the_tuner_waits_longer_while_its_choice_holds_and_ignores_noise",
+                       "tests/test_threads.py::test_a_count_far_slower_than_the_one_in_use_is_dropped_after_two_steps",
                        "tests/test_threads.py::test_auto_follows_omp_num_threads_the_pools_share_and_torchrun"],
     "mlp/comparison/trainings.py": [f"{UNITS}workers.py"],
     "mlp/sweep/leaderboard.py": [f"{UNITS}workers.py"],
@@ -285,6 +286,8 @@ MUTATIONS: list[Mutation] = [
     M(THREADS, "best = self._chosen  # within", "pass  # within", "auto switches on noise"),
     M(THREADS, "self.hold = min(2 * self.hold, self.MAX_HOLD_S) if kept else self.FIRST_HOLD_S",
       "self.hold = self.FIRST_HOLD_S", "auto measures every 10 s however long its choice holds"),
+    M(THREADS, "hopeless = len(self._timed) >= 2 and bool(self._round)", "hopeless = False and bool(self._round)",
+      "a collapsed thread count is timed in full at every measurement"),
     M(THREADS, 'return [given], f"auto: OMP_NUM_THREADS={given}"', 'pass',
       "an OMP_NUM_THREADS in the environment no longer fixes the count"),
 ]

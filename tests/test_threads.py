@@ -104,6 +104,17 @@ def test_the_tuner_waits_longer_while_its_choice_holds_and_ignores_noise():
     assert waited <= threads.ThreadTuner.MAX_HOLD_S + 1 and tuner.measurements == measured + 1
 
 
+def test_a_count_far_slower_than_the_one_in_use_is_dropped_after_two_steps():
+    machine = Machine({1: 20_000, 2: 500})  # 2 threads collapsed beside a busy process
+    tuner = threads.ThreadTuner([1, 2], machine.set_calls.append)
+    machine.train(tuner, 1.0)
+    assert tuner.current == 1 and tuner.measurements == 1
+    before = tuner.steps[2]
+    machine.train(tuner, threads.ThreadTuner.FIRST_HOLD_S + 1)  # the second measurement, the count in use first
+    assert tuner.measurements == 2 and tuner.current == 1
+    assert tuner.steps[2] - before == 3  # the step after the switch, and two timed ones
+
+
 def test_a_fixed_count_is_never_changed():
     machine = Machine({3: 10_000})
     tuner = threads.ThreadTuner([3], machine.set_calls.append)

@@ -114,14 +114,15 @@ _torch_default: int | None = None  # torch's thread count before the first apply
 class ThreadTuner:
     """Chooses among ``candidates`` thread counts by timing training steps (``after_step``).
 
-    A measurement times each candidate in turn (the steps right after a switch are not counted)
-    until it has ``probe_s`` seconds and at least 3 steps, takes the median samples/s, and keeps
-    the fastest (the count it ran at unless another is more than 10% faster).  The next measurement comes after ``hold`` seconds of training (10 s, doubled
-    each time the choice stays, up to 160 s), or at once when the median rate over a second of
-    steps falls below two thirds of what the chosen count measured.  With one candidate it only
-    counts steps."""
+    A measurement times each candidate in turn, the count in use first (the steps right after a
+    switch are not counted), until it has ``PROBE_S`` seconds and at least 3 steps, or 2 steps
+    already at under half the speed of one timed before it; takes the median samples/s, and keeps
+    the fastest (the count it ran at unless another is more than 10% faster).  The next
+    measurement comes after ``hold`` seconds of training (10 s, doubled each time the choice
+    stays, up to 160 s), or at once when the median rate over a second of steps falls below two
+    thirds of what the chosen count measured.  With one candidate it only counts steps."""
 
-    PROBE_S, FIRST_HOLD_S, MAX_HOLD_S, CHECK_S, SLOWER, MARGIN = 0.25, 10.0, 160.0, 1.0, 2 / 3, 1.1
+    PROBE_S, FIRST_HOLD_S, MAX_HOLD_S, CHECK_S, SLOWER, MARGIN, HOPELESS = 0.25, 10.0, 160.0, 1.0, 2 / 3, 1.1, 0.5
 
     def __init__(self, candidates: list[int], set_threads):
         self.candidates, self.set_threads = sorted(set(candidates)), set_threads
@@ -133,6 +134,7 @@ class ThreadTuner:
         self._timed: list[float] = []  # samples/s of each timed step (of a candidate, or of a check window)
         self._spent, self._held, self._skip = 0.0, 0.0, 0
         self._chosen: int | None = None
+        self._round: dict[int, float] = {}
         self.current = self.candidates[-1]
         self.set_threads(self.current)
         if len(self.candidates) > 1:
@@ -149,8 +151,12 @@ class ThreadTuner:
         self._timed.append(samples / seconds)
         self._spent += seconds
         if self._queue:
-            if self._spent >= self.PROBE_S and len(self._timed) >= 3:
-                self.rates[self.current] = statistics.median(self._timed)
+            rate = statistics.median(self._timed)
+            timed = self._spent >= self.PROBE_S and len(self._timed) >= 3
+            # a count already far slower than one measured in this round is not timed any longer
+            hopeless = len(self._timed) >= 2 and bool(self._round) and rate < self.HOPELESS * max(self._round.values())
+            if timed or hopeless:
+                self.rates[self.current] = self._round[self.current] = rate
                 self._queue.pop(0)
                 if self._queue:
                     self._switch(self._queue[0])
@@ -168,8 +174,9 @@ class ThreadTuner:
                 self._measure()
 
     def _measure(self, skip: int = 1) -> None:
-        self.measurements += 1
-        self._queue = sorted(self.candidates, reverse=True)
+        self.measurements += 1  # the count in use first, then the others from the most threads down
+        self._queue = [self.current, *(c for c in sorted(self.candidates, reverse=True) if c != self.current)]
+        self._round = {}  # samples/s of the counts measured so far in this measurement
         self._switch(self._queue[0], skip)
 
     def _switch(self, count: int, skip: int = 1) -> None:
@@ -179,8 +186,8 @@ class ThreadTuner:
         self._timed, self._spent, self._skip = [], 0.0, skip
 
     def _choose(self) -> None:
-        best = max(self.candidates, key=lambda c: self.rates[c])
-        if self._chosen is not None and self.rates[best] < self.MARGIN * self.rates[self._chosen]:
+        best = max(self._round, key=lambda c: self._round[c])
+        if self._chosen is not None and self._round[best] < self.MARGIN * self._round[self._chosen]:
             best = self._chosen  # within a tenth of the count it runs at: noise, keep it
         kept = best == self._chosen
         self.hold = min(2 * self.hold, self.MAX_HOLD_S) if kept else self.FIRST_HOLD_S
