@@ -279,8 +279,8 @@ MUTATIONS: list[Mutation] = [
     M(WORKERS, "return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None", "return None",
       "the user's OMP_NUM_THREADS no longer wins"),
     # --- added with auto's measuring (issue 24)
-    M(THREADS, "best = max(self.candidates, key=lambda c: self.rates[c])",
-      "best = min(self.candidates, key=lambda c: self.rates[c])", "auto keeps the slowest thread count"),
+    M(THREADS, "best = max(self._round, key=lambda c: self._round[c])",
+      "best = min(self._round, key=lambda c: self._round[c])", "auto keeps the slowest thread count"),
     M(THREADS, "slower = statistics.median(self._timed) < self.SLOWER * self.rates[self.current]", "slower = False",
       "auto does not notice a busy process that appears"),
     M(THREADS, "best = self._chosen  # within", "pass  # within", "auto switches on noise"),
