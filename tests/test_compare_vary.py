@@ -49,10 +49,11 @@ def test_a_grid_from_the_config_section_and_the_command_line_with_seeds(tmp_path
 
 
 def test_compare_keeps_the_configs_init_and_takes_activation_parameters(tiny_config, tmp_path):
+    from mlp.comparison.plan import run_compare
+
     config = write_config(tmp_path / "glorot.yaml", {"model": {"width": 16, "init": "xavier"}})
-    done = run_mlp("compare", "-c", config, "--vary", "model.activation={name: leaky_relu, negative_slope: 0.2},elu",
-                   "--out", "cmp", "--jobs", "1", *SMALL)
-    assert done.returncode == 0, done.stderr
+    assert run_compare(config, None, SMALL[1::2], Path("cmp"), 1,  # in this process; the trainings are processes
+                       vary=["model.activation={name: leaky_relu, negative_slope: 0.2},elu"]) == 0
     summary = json.loads((tmp_path / "cmp/summary.json").read_text())
     assert list(summary["runs"]) == ["leaky_relu(negative_slope=0.2)", "elu"]
     assert summary["equal"]["init"] == "Glorot" and all(r["init"] == "Glorot" for r in summary["runs"].values())
@@ -221,10 +222,10 @@ def test_on_real_mnist_the_collapsed_sigmoid_network_is_reported_saturated(monke
 
 
 def test_a_varied_depth_gets_a_report_with_each_run_at_its_own_depth(tmp_path):
+    from mlp.comparison.plan import run_compare
+
     config = write_config(tmp_path / "depth.yaml", {"model": {"width": 16, "activation": "relu"}})
-    done = run_mlp("compare", "-c", config, "--vary", "model.depth=0,1,3", "--out", "depth", "--jobs", "1",
-                   "--set", "train.epochs=1")
-    assert done.returncode == 0, done.stderr
+    assert run_compare(config, None, ["train.epochs=1"], Path("depth"), 1, vary=["model.depth=0,1,3"]) == 0
     summary = json.loads((tmp_path / "depth/summary.json").read_text())
     assert [len(r["signal"].get("init") or []) for r in summary["runs"].values()] == [0, 1, 3]
     said = " ".join(summary["findings"])
