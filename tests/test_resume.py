@@ -169,8 +169,10 @@ def test_cli_sigterm_exits_143(tmp_path):
 
 
 def test_kill_9_at_any_moment_leaves_loadable_checkpoints(tmp_path):
-    # Tiny epochs, so checkpoints are being rewritten all the time; kill at several moments.
-    config = write_config(tmp_path / "fast.yaml", {"data": {"val_size": 900}, "train": {"epochs": 10_000}})
+    # Tiny epochs, so checkpoints are being rewritten all the time; kill at several moments.  No
+    # diagnostics: their figures would make each epoch mostly drawing, with few writes to land in.
+    config = write_config(tmp_path / "fast.yaml", {"data": {"val_size": 900},
+                                                   "train": {"epochs": 10_000, "diagnostics": "off"}})
     for delay in (0.3, 0.9, 1.7, 2.6):
         run = tmp_path / f"run{delay}"
         proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", run,
