@@ -19,7 +19,7 @@ from mlp.observe.diagnostics import LayerDiagnostics
 SMALL = ["--set", "model.depth=2", "--set", "model.width=16", "--set", "train.epochs=1"]
 
 
-def test_a_grid_from_the_config_section_and_the_command_line_with_seeds(tmp_path):
+def test_a_grid_from_the_config_section_and_the_command_line_with_seeds(tmp_path, capsys):
     config = write_config(tmp_path / "grid.yaml", {"model": {"width": 16, "activation": "relu", "init": "lecun"},
                                                    "compare": {"vary": {"model.init": ["xavier", "he"]}, "seeds": 2}})
     done = run_mlp("compare", "-c", config, "-a", "relu", "-a", "tanh", "--out", "grid", "--jobs", "1", *SMALL,
@@ -40,15 +40,20 @@ def test_a_grid_from_the_config_section_and_the_command_line_with_seeds(tmp_path
     assert len(list((tmp_path / "grid/relu-he-seed0").glob("events.out.tfevents.*"))) == 1  # a run for TensorBoard
     said = " ".join(summary["findings"])
     assert "within the spread of 2 seeds" in said or "above the whole range" in said
-    again = run_mlp("compare", "-c", config, "-a", "relu,tanh", "--out", "grid", "--jobs", "1", *SMALL)
-    assert again.returncode == 0 and "reusing relu-xavier-seed0" in again.stdout and "training" not in again.stdout
+    from mlp.comparison.plan import run_compare
+
+    capsys.readouterr()
+    assert run_compare(config, "relu,tanh", SMALL[1::2], Path("grid"), 1) == 0  # the same, in this process
+    again = capsys.readouterr().out
+    assert "reusing relu-xavier-seed0" in again and "training" not in again
 
 
 def test_compare_keeps_the_configs_init_and_takes_activation_parameters(tiny_config, tmp_path):
+    from mlp.comparison.plan import run_compare
+
     config = write_config(tmp_path / "glorot.yaml", {"model": {"width": 16, "init": "xavier"}})
-    done = run_mlp("compare", "-c", config, "--vary", "model.activation={name: leaky_relu, negative_slope: 0.2},elu",
-                   "--out", "cmp", "--jobs", "1", *SMALL)
-    assert done.returncode == 0, done.stderr
+    assert run_compare(config, None, SMALL[1::2], Path("cmp"), 1,  # in this process; the trainings are processes
+                       vary=["model.activation={name: leaky_relu, negative_slope: 0.2},elu"]) == 0
     summary = json.loads((tmp_path / "cmp/summary.json").read_text())
     assert list(summary["runs"]) == ["leaky_relu(negative_slope=0.2)", "elu"]
     assert summary["equal"]["init"] == "Glorot" and all(r["init"] == "Glorot" for r in summary["runs"].values())
@@ -217,10 +222,10 @@ def test_on_real_mnist_the_collapsed_sigmoid_network_is_reported_saturated(monke
 
 
 def test_a_varied_depth_gets_a_report_with_each_run_at_its_own_depth(tmp_path):
+    from mlp.comparison.plan import run_compare
+
     config = write_config(tmp_path / "depth.yaml", {"model": {"width": 16, "activation": "relu"}})
-    done = run_mlp("compare", "-c", config, "--vary", "model.depth=0,1,3", "--out", "depth", "--jobs", "1",
-                   "--set", "train.epochs=1")
-    assert done.returncode == 0, done.stderr
+    assert run_compare(config, None, ["train.epochs=1"], Path("depth"), 1, vary=["model.depth=0,1,3"]) == 0
     summary = json.loads((tmp_path / "depth/summary.json").read_text())
     assert [len(r["signal"].get("init") or []) for r in summary["runs"].values()] == [0, 1, 3]
     said = " ".join(summary["findings"])
@@ -238,10 +243,8 @@ def test_a_full_disk_while_the_report_or_a_leaderboard_is_written_is_one_line_an
     from mlp.sweep.runner import run_sweep
 
     config = write_config(tmp_path / "one.yaml", {"model": {"width": 16, "depth": 2}, "train": {"epochs": 1}})
-    done = run_mlp("compare", "-c", config, "-a", "relu", "--out", "cmp", "--jobs", "1")
-    assert done.returncode == 0, done.stderr
-    swept = run_mlp("sweep", "-c", config, "--grid", "model.width=8", "--sweep-dir", "sw")
-    assert swept.returncode == 0, swept.stderr
+    assert run_compare(config, "relu", [], tmp_path / "cmp", 1) == 0  # each trains its run in a process of its own
+    assert run_sweep(config, ["model.width=8"], sweep_dir=Path("sw")) == 0
     before = {p: p.read_bytes() for p in [tmp_path / "cmp/summary.json", tmp_path / "cmp/report.html",
                                           tmp_path / "sw/leaderboard.csv", tmp_path / "sw/leaderboard.md"]}
 

@@ -13,7 +13,7 @@ import mlp.run.durable
 from conftest import run_mlp
 from fakedata import write_image_folder
 from mlp.commands.export import export
-from mlp.commands.predict import read_image
+from mlp.commands.predict import predict_files, read_image
 from mlp.config import load_config
 from mlp.errors import UserError
 from mlp.training.loop import fit
@@ -31,11 +31,12 @@ def trained(tmp_path_factory):
 
 
 def _predicted(checkpoint, files):
-    """`mlp predict`'s probability of every class, per image (in class-index order)."""
-    done = run_mlp("predict", checkpoint, *files, "--json", "--top-k", "3")
-    assert done.returncode == 0, done.stderr
+    """`mlp predict`'s probability of every class, per image (in class-index order), from the
+    function it calls, in this process."""
+    predictions, unreadable = predict_files(checkpoint, files, top_k=3)
+    assert unreadable == []
     rows = []
-    for prediction in json.loads(done.stdout):
+    for prediction in predictions:
         probs = dict((r["index"], r["probability"]) for r in prediction["top_k"])
         rows.append([probs[i] for i in range(3)])
     return np.array(rows)

@@ -15,13 +15,16 @@ from mlp.commands.predict import format_predictions, predict_files, read_image
 from mlp.training.loop import fit
 
 
-@pytest.fixture
-def trained(tiny_config):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fake_root):
     """A trained model, and fabricated test images it classifies right with the most confidence
-    (listed first, so resizing them cannot tip the prediction)."""
-    run = fit(load_config(tiny_config, ["train.epochs=4"]), "run", progress=False)
+    (listed first, so resizing them cannot tip the prediction); trained once, only read."""
+    base = tmp_path_factory.mktemp("predict")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLP_DATA_ROOT", str(fake_root))
+        run = fit(load_config(write_config(base / "tiny.yaml"), ["train.epochs=4"]), base / "run", progress=False)
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.8
-    images, labels, classes = read_split("mnist", resolve_root("data"), train=False)
+    images, labels, classes = read_split("mnist", fake_root, train=False)
     ckpt = load_checkpoint(run / "checkpoint.pth")
     _, model = rebuild_model(ckpt)
     mean, std = ckpt["normalization"]["mean"][0], ckpt["normalization"]["std"][0]

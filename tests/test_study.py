@@ -29,7 +29,8 @@ from mlp.sweep.space import load_space
 from mlp.sweep.study import STALE_AFTER_S, is_abandoned, this_worker
 from mlp.sweep.runner import run_sweep
 
-GRID = ["--grid", "optimizer.lr=0.001,0.005", "--grid", "model.width=16,32", "--set", "train.epochs=1"]
+GRID_ITEMS, GRID_SETS = ["optimizer.lr=0.001,0.005", "model.width=16,32"], ["train.epochs=1"]  # as run_sweep takes them
+GRID = ["--grid", GRID_ITEMS[0], "--grid", GRID_ITEMS[1], "--set", GRID_SETS[0]]  # the same on the command line
 NAMES = {"lr=0.001,width=16", "lr=0.001,width=32", "lr=0.005,width=16", "lr=0.005,width=32"}
 
 
@@ -72,7 +73,7 @@ def metrics(run_dir: Path) -> dict:
         return {}
 
 
-def test_two_workers_on_one_study_file_train_each_grid_trial_exactly_once(tiny_config, tmp_path):
+def test_two_workers_on_one_study_file_train_each_grid_trial_exactly_once(tiny_config, tmp_path, capsys):
     workers = [sweep_process(tiny_config, *GRID, "--sweep-dir", "sweep") for _ in range(2)]
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (out, err) in zip(workers, outputs):
@@ -98,11 +99,11 @@ def test_two_workers_on_one_study_file_train_each_grid_trial_exactly_once(tiny_c
     for out, _ in outputs:
         rows = table_rows(out)
         assert len(rows) == 4 and {row.split()[0] for row in rows} == NAMES
-    shown = run_mlp("sweep", "--config", tiny_config, *GRID, "--sweep-dir", "sweep", "--leaderboard-only")
-    assert shown.returncode == 0, shown.stderr
-    rows = table_rows(shown.stdout)
+    assert run_sweep(tiny_config, GRID_ITEMS, sets=GRID_SETS, sweep_dir=Path("sweep"), leaderboard_only=True) == 0
+    shown = capsys.readouterr().out  # in this process: the leaderboard read from the study
+    rows = table_rows(shown)
     assert len(rows) == 4 and all(" finished " in row for row in rows)
-    assert "4 finished before, skipped" in shown.stdout and "training" not in shown.stdout
+    assert "4 finished before, skipped" in shown and "training" not in shown
 
 
 SPACE = """\
@@ -254,7 +255,7 @@ def postgres_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config, tmp_path, postgres_url):
+def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config, tmp_path, postgres_url, capsys):
     # two sweep folders, as two machines without a shared disk would have
     workers = [sweep_process(tiny_config, *GRID, "--storage", postgres_url, "--study", "shared",
                              "--sweep-dir", f"{machine}/sweep") for machine in ("a", "b")]
@@ -270,10 +271,10 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config, tmp_p
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     trials = [t for t in study.trials if t.user_attrs.get("status") != "surplus"]
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    shown = run_mlp("sweep", "--config", tiny_config, *GRID, "--storage", postgres_url, "--study", "shared",
-                    "--sweep-dir", "a/sweep", "--leaderboard-only")
-    rows = table_rows(shown.stdout)
-    assert shown.returncode == 0 and len(rows) == 4 and all(" finished " in row for row in rows)
+    assert run_sweep(tiny_config, GRID_ITEMS, sets=GRID_SETS, storage=postgres_url, study="shared",
+                     sweep_dir=Path("a/sweep"), leaderboard_only=True) == 0
+    rows = table_rows(capsys.readouterr().out)  # in this process: the leaderboard read from the database
+    assert len(rows) == 4 and all(" finished " in row for row in rows)
 
 
 def test_a_database_stopped_mid_sweep_is_one_line_and_the_trial_keeps_its_epochs(tiny_config, tmp_path,
@@ -418,14 +419,15 @@ def test_a_study_made_by_another_sweep_is_refused(tiny_config, tmp_path):
     assert other.stderr == ("error: study 'sweep' in sweep/optuna-journal.log belongs to a different sweep "
                             "(it differs in: space); run the same command as its other workers, or give "
                             "another --study name\n")
-    again = run_mlp("sweep", "--config", tiny_config, "--grid", "model.width=16,64", "--sweep-dir", "sweep",
-                    "--study", "wider", "--leaderboard-only")
-    assert again.returncode == 0, again.stderr
+    # in this process, what needs no look at the command line's exit code or stderr
+    assert run_sweep(tiny_config, ["model.width=16,64"], sweep_dir=Path("sweep"), study="wider",
+                     leaderboard_only=True) == 0
 
     # a search may be extended with more trials, not changed otherwise
     (tmp_path / "space.yaml").write_text("model.width: [16, 32]\n")
+    for trials in (2, 4):
+        assert run_sweep(tiny_config, search=Path("space.yaml"), trials=trials, sweep_dir=Path("search"),
+                         leaderboard_only=True) == 0
     search = ["sweep", "--config", tiny_config, "--search", "space.yaml", "--sweep-dir", "search", "--leaderboard-only"]
-    assert run_mlp(*search, "--trials", "2").returncode == 0
-    assert run_mlp(*search, "--trials", "4").returncode == 0
     changed = run_mlp(*search, "--trials", "4", "--pruner", "halving")
     assert changed.returncode == 2 and "(it differs in: pruner)" in changed.stderr

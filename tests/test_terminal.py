@@ -6,12 +6,11 @@ from conftest import run_mlp
 
 
 def test_the_best_epoch_star_is_explained_once_and_eval_labels_rows_once(tiny_config, tmp_path):
-    done = run_mlp("train", "--config", tiny_config, "--set", "train.epochs=3", "--no-progress",
-                   "--run-dir", "run")
+    done = run_mlp("train", "--config", tiny_config, "--no-progress", "--run-dir", "run")  # 2 epochs
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
-    assert len(epochs) == 3 and lines[epochs[0]].endswith("  *")
+    assert len(epochs) == 2 and lines[epochs[0]].endswith("  *")
     explained = [i for i, line in enumerate(lines) if "* = best validation accuracy so far" in line]
     assert explained == [epochs[0] + 1] and "checkpoint.pth" in lines[explained[0]]
 
