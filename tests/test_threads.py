@@ -75,7 +75,7 @@ def test_the_tuner_keeps_the_fastest_count_and_follows_a_change_of_load():
     assert tuner.current == 2 and machine.set_calls == [2]
     machine.train(tuner, 1.0)
     assert tuner.current == 2 and tuner.rates == {1: 17_000, 2: 23_000}
-    assert machine.set_calls == [2, 1, 2]  # measured 2, then 1, and kept 2
+    assert machine.set_calls == [2, 1, 2, 1, 2, 1, 2]  # 2 and 1 timed in turn three times, and 2 kept
     machine.rates = {1: 15_000, 2: 5_000}  # a busy process appears: 2 threads collapse
     slow = machine.train(tuner, 3.0)
     assert tuner.current == 1 and slow[1] > slow[2]  # noticed within about a second
@@ -107,7 +107,7 @@ def test_the_tuner_waits_longer_while_its_choice_holds_and_ignores_noise():
 def test_a_count_far_slower_than_the_one_in_use_is_dropped_after_two_steps():
     machine = Machine({1: 20_000, 2: 500})  # 2 threads collapsed beside a busy process
     tuner = threads.ThreadTuner([1, 2], machine.set_calls.append)
-    machine.train(tuner, 1.0)
+    machine.train(tuner, 2.0)  # the first measurement starts with 2 threads, then finds 1 far faster
     assert tuner.current == 1 and tuner.measurements == 1
     before = tuner.steps[2]
     machine.train(tuner, threads.ThreadTuner.FIRST_HOLD_S + 1)  # the second measurement, the count in use first

@@ -114,15 +114,18 @@ _torch_default: int | None = None  # torch's thread count before the first apply
 class ThreadTuner:
     """Chooses among ``candidates`` thread counts by timing training steps (``after_step``).
 
-    A measurement times each candidate in turn, the count in use first (the steps right after a
-    switch are not counted), until it has ``PROBE_S`` seconds and at least 3 steps, or 2 steps
-    already at under half the speed of one timed before it; takes the median samples/s, and keeps
-    the fastest (the count it ran at unless another is more than 10% faster).  The next
-    measurement comes after ``hold`` seconds of training (10 s, doubled each time the choice
+    A measurement times the candidates in slices, interleaved (the count in use first, then the
+    others from the most threads down, three times over: A B A B A B), so that a change of load
+    during it falls on every count alike; a slice is a tenth of a second of steps and at least 2
+    (the step right after a switch is not counted).  A count already under half the median speed
+    of another is not timed any further.  Each count's rate is the median samples/s of its timed
+    steps; the fastest is kept (the count in use unless another is more than 10% faster).  The
+    next measurement comes after ``hold`` seconds of training (10 s, doubled each time the choice
     stays, up to 160 s), or at once when the median rate over a second of steps falls below two
     thirds of what the chosen count measured.  With one candidate it only counts steps."""
 
-    PROBE_S, FIRST_HOLD_S, MAX_HOLD_S, CHECK_S, SLOWER, MARGIN, HOPELESS = 0.25, 10.0, 160.0, 1.0, 2 / 3, 1.1, 0.5
+    SLICE_S, SLICES, FIRST_HOLD_S, MAX_HOLD_S, CHECK_S = 0.1, 3, 10.0, 160.0, 1.0
+    SLOWER, MARGIN, HOPELESS = 2 / 3, 1.1, 0.5
 
     def __init__(self, candidates: list[int], set_threads):
         self.candidates, self.set_threads = sorted(set(candidates)), set_threads
@@ -130,11 +133,11 @@ class ThreadTuner:
         self.measurements = 0
         self.rates: dict[int, float] = {}  # samples/s each count measured, the last time
         self.hold = self.FIRST_HOLD_S
-        self._queue: list[int] = []  # counts still to time in this measurement
-        self._timed: list[float] = []  # samples/s of each timed step (of a candidate, or of a check window)
+        self._queue: list[int] = []  # the slices still to time in this measurement, by count
+        self._pooled: dict[int, list[float]] = {}  # this measurement's timed steps, by count
+        self._timed: list[float] = []  # samples/s of each timed step (of a slice, or of a check window)
         self._spent, self._held, self._skip = 0.0, 0.0, 0
         self._chosen: int | None = None
-        self._round: dict[int, float] = {}
         self.current = self.candidates[-1]
         self.set_threads(self.current)
         if len(self.candidates) > 1:
@@ -151,17 +154,8 @@ class ThreadTuner:
         self._timed.append(samples / seconds)
         self._spent += seconds
         if self._queue:
-            rate = statistics.median(self._timed)
-            timed = self._spent >= self.PROBE_S and len(self._timed) >= 3
-            # a count already far slower than one measured in this round is not timed any longer
-            hopeless = len(self._timed) >= 2 and bool(self._round) and rate < self.HOPELESS * max(self._round.values())
-            if timed or hopeless:
-                self.rates[self.current] = self._round[self.current] = rate
-                self._queue.pop(0)
-                if self._queue:
-                    self._switch(self._queue[0])
-                else:
-                    self._choose()
+            if self._spent >= self.SLICE_S and len(self._timed) >= 2:
+                self._end_slice()
             return
         self._held += seconds
         if self._spent >= self.CHECK_S and len(self._timed) >= 3:
@@ -174,20 +168,35 @@ class ThreadTuner:
                 self._measure()
 
     def _measure(self, skip: int = 1) -> None:
-        self.measurements += 1  # the count in use first, then the others from the most threads down
-        self._queue = [self.current, *(c for c in sorted(self.candidates, reverse=True) if c != self.current)]
-        self._round = {}  # samples/s of the counts measured so far in this measurement
-        self._switch(self._queue[0], skip)
+        self.measurements += 1
+        order = [self.current, *(c for c in sorted(self.candidates, reverse=True) if c != self.current)]
+        self._queue, self._pooled = order * self.SLICES, {c: [] for c in order}
+        self._switch(self._queue[0], skip, force=True)
 
-    def _switch(self, count: int, skip: int = 1) -> None:
+    def _end_slice(self) -> None:
+        count = self._queue.pop(0)
+        self._pooled[count] += self._timed
+        rates = {c: statistics.median(steps) for c, steps in self._pooled.items() if steps}
+        hopeless = rates[count] < self.HOPELESS * max(rates.values())
+        if hopeless:  # far slower than another count: not timed any longer
+            self._queue = [c for c in self._queue if c != count]
+        if self._queue:
+            self._switch(self._queue[0])
+        else:
+            self.rates.update(rates)
+            self._choose(rates)
+
+    def _switch(self, count: int, skip: int = 1, force: bool = False) -> None:
         if count != self.current:
             self.set_threads(count)
             self.current = count
+        elif not force:
+            skip = 0  # the same count goes on: its next step is like the others
         self._timed, self._spent, self._skip = [], 0.0, skip
 
-    def _choose(self) -> None:
-        best = max(self._round, key=lambda c: self._round[c])
-        if self._chosen is not None and self._round[best] < self.MARGIN * self._round[self._chosen]:
+    def _choose(self, rates: dict[int, float]) -> None:
+        best = max(rates, key=lambda c: rates[c])
+        if self._chosen in rates and rates[best] < self.MARGIN * rates[self._chosen]:
             best = self._chosen  # within a tenth of the count it runs at: noise, keep it
         kept = best == self._chosen
         self.hold = min(2 * self.hold, self.MAX_HOLD_S) if kept else self.FIRST_HOLD_S
