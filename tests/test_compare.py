@@ -169,7 +169,9 @@ def test_a_compare_killed_hard_takes_its_trainings_with_it_and_the_same_command_
     assert proc.returncode == -getattr(signal, signum)
     # its trainings got SIGTERM: each saved last.pth, said so in metrics.json and let go of its folder
     wait(lambda: all(_lock_free(run) for run in started), "the trainings to end")
-    assert all(json.loads((run / "metrics.json").read_text())["status"] == "interrupted" for run in started)
+    statuses = {run.name: json.loads((run / "metrics.json").read_text())["status"] for run in started}
+    assert set(statuses.values()) == {"interrupted"}, (statuses, {run.name: (run / "train.log").read_text()[-600:]
+                                                                 for run in started})
     before = epochs(started[0])
 
     again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
