@@ -11,8 +11,9 @@
 - which count, measured while it trains (``ThreadTuner``): a CPU training times its first steps
   with each candidate count (1, and the most it may use, and two in between on bigger machines)
   and keeps the fastest; it measures again after a while (10 s of training at first, then
-  longer while the choice holds) and at once when its steps slow down by more than a third, so
-  a busy process that appears or goes away mid-run changes the choice within seconds.
+  longer while the choice holds, at most 160 s) and at once when its steps slow down by more
+  than a third: a busy process that appears mid-run is noticed within about a second, one that
+  goes away at the next measurement.
 
 OpenMP's wait policy is left as it is.  torch's OpenMP (GNU libgomp) lets a waiting thread spin
 before it sleeps: on a quiet machine that makes 2 threads the fastest setting, and beside a busy
@@ -93,7 +94,7 @@ def wait_policy() -> str:
 def apply(setting: int | str, measure: bool = True) -> tuple[ThreadTuner, str]:
     """Set torch's intra-op threads for ``train.threads``: the tuner that keeps choosing them
     (``measure=False``, e.g. on a GPU: the most allowed, fixed) and the line a run prints, e.g.
-    ``1-2, measured as it trains (auto: 2 usable cores; idle threads spin a while first: ...)``."""
+    ``1/2, the fastest measured as it trains (auto: 2 usable cores; idle threads spin a while first: ...)``."""
     import torch
 
     global _torch_default
