@@ -56,7 +56,7 @@ def worker(setting: str, batch_size: int) -> None:
         optimizer.step()
         tuner.after_step(time.perf_counter() - start, len(idx))
 
-    for idx in batches[:20]:  # warm-up (auto's first measurement happens here)
+    for idx in batches[:20]:  # warm-up (auto's first measurement goes on into the uncounted first burst)
         step(idx)
     print(f"ready {line}", flush=True)
     done = 0

@@ -115,6 +115,18 @@ def test_a_count_far_slower_than_the_one_in_use_is_dropped_after_two_steps():
     assert tuner.steps[2] - before == 3  # the step after the switch, and two timed ones
 
 
+def test_the_end_line_says_what_ran_and_what_was_measured():
+    machine = Machine({1: 17_000, 2: 23_000})
+    tuner = threads.ThreadTuner([1, 2], machine.set_calls.append)
+    tuner.after_step(0.003, 64)
+    assert tuner.summary() == "2 for 100% of 1 step (the run ended before its first measurement did)"
+    machine.train(tuner, 60.0)  # measurements at the start, 10 s and 30 s on: 1 thread only while measured
+    total = sum(tuner.steps.values())
+    assert tuner.measurements == 3 and 0.005 < tuner.steps[1] / total < 0.02
+    assert tuner.summary() == f"2 for 99% of {total:,} steps, 1 for 1% (3 measurements)"
+    assert threads._share(0.004) == "<1%" and threads._share(0.0) == "0%"  # a count that ran, however little, shows
+
+
 def test_a_fixed_count_is_never_changed():
     machine = Machine({3: 10_000})
     tuner = threads.ThreadTuner([3], machine.set_calls.append)
@@ -136,10 +148,13 @@ def test_a_run_prints_and_records_its_threads(tiny_config, tmp_path):
                          rf"\(auto: {cores} usable cores; idle threads spin a while first: OpenMP's default\)$",
                          fresh.stdout, re.M), fresh.stdout
         steps = metrics["epochs"][-1]["step"]
-        assert sum(metrics["thread_steps"].values()) == steps and metrics["thread_measurements"] >= 1
-        assert re.search(rf"^threads  \d+ for \d+% of {steps} steps.* \(\d+ measurements?\)$", fresh.stdout, re.M)
-    else:
-        assert re.search(r"^threads  1 \(auto: 1 usable core\)$", fresh.stdout, re.M), fresh.stdout
+        assert sum(metrics["thread_steps"].values()) == steps
+        done = metrics["thread_measurements"]  # a tiny run may end before its first measurement does
+        said = rf"{done} measurements?" if done else "the run ended before its first measurement did"
+        assert re.search(rf"^threads  \d+ for (\d+|<1)% of {steps} steps.* \({said}.*\)$", fresh.stdout, re.M), \
+            fresh.stdout
+    else:  # one core, or torch's default of one thread
+        assert re.search(r"^threads  1 \(auto: \d+ usable cores?\)$", fresh.stdout, re.M), fresh.stdout
     # a fixed count wins over the environment's OMP_NUM_THREADS=1 (set by conftest)
     fixed = run_mlp("train", "-c", tiny_config, "--set", "train.epochs=1", "--set", "train.threads=2",
                     "--run-dir", tmp_path / "b", "--no-progress")

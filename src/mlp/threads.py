@@ -9,7 +9,7 @@
   torch's own default (the physical cores).  An ``OMP_NUM_THREADS`` set in the environment
   fixes the count instead (torchrun sets 1 per process; the tests set 1).
 - which count, measured while it trains (``ThreadTuner``): a CPU training times its first steps
-  with each candidate count (1, and the most it may use, and two in between on bigger machines)
+  with each candidate count (1, the most it may use, and when that is over 2 half of it and one less)
   and keeps the fastest; it measures again after a while (10 s of training at first, then
   longer while the choice holds, at most 160 s) and at once when its steps slow down by more
   than a third: a busy process that appears mid-run is noticed within about a second, one that
@@ -169,7 +169,6 @@ class ThreadTuner:
                 self._measure()
 
     def _measure(self, skip: int = 1) -> None:
-        self.measurements += 1
         order = [self.current, *(c for c in sorted(self.candidates, reverse=True) if c != self.current)]
         self._queue, self._pooled = order * self.SLICES, {c: [] for c in order}
         self._switch(self._queue[0], skip, force=True)
@@ -196,6 +195,7 @@ class ThreadTuner:
         self._timed, self._spent, self._skip = [], 0.0, skip
 
     def _choose(self, rates: dict[int, float]) -> None:
+        self.measurements += 1  # finished ones
         best = max(rates, key=lambda c: rates[c])
         if self._chosen in rates and rates[best] < self.MARGIN * rates[self._chosen]:
             best = self._chosen  # within a tenth of the count it runs at: noise, keep it
@@ -210,7 +210,8 @@ class ThreadTuner:
 
     def record(self) -> dict:
         """What metrics.json keeps: the count most steps ran at, and with auto's measuring the
-        steps at each count and the number of measurements."""
+        steps at each count and the number of finished measurements (of this process: a resumed
+        run counts its own)."""
         facts: dict = {"threads": self.most_used()}
         if len(self.candidates) > 1:
             facts["thread_steps"] = {str(c): n for c, n in self.steps.items()}
@@ -224,7 +225,12 @@ class ThreadTuner:
         if len(self.candidates) == 1 or total == 0:
             return None
         used = sorted((c for c in self.candidates if self.steps[c]), key=lambda c: -self.steps[c])
-        shares = [f"{c} for {self.steps[c] / total:.0%}" + (f" of {total:,} steps" if i == 0 else "")
+        shares = [f"{c} for {_share(self.steps[c] / total)}" + (f" of {total:,} step{'s' * (total != 1)}" if i == 0 else "")
                   for i, c in enumerate(used)]
         n = self.measurements
-        return f"{', '.join(shares)} ({n} measurement{'s' * (n != 1)})"
+        done = f"{n} measurement{'s' * (n != 1)}" if n else "the run ended before its first measurement did"
+        return f"{', '.join(shares)} ({done}{', one cut short' if n and self._queue else ''})"
+
+
+def _share(fraction: float) -> str:
+    return "<1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
