@@ -276,7 +276,7 @@ MUTATIONS: list[Mutation] = [
       "a pruned or diverged trial is trained again"),
     M(NOVELTY, "clamp_min(STD_FLOOR)", "clamp_min(0.0)", "a pixel constant in training gives an infinite novelty"),
     # --- added on the integrated tree (issue 18's split)
-    M(WORKERS, "return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None", "return None",
+    M(WORKERS, 'return threads.positive_env("OMP_NUM_THREADS")', "return None",
       "the user's OMP_NUM_THREADS no longer wins"),
     # --- added with auto's measuring (issue 24)
     M(THREADS, "best = max(rates, key=lambda c: rates[c])",

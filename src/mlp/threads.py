@@ -46,7 +46,8 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _positive(name: str) -> int | None:
+def positive_env(name: str) -> int | None:
+    """The environment variable ``name`` as a whole number above 0, or None (unset, empty, 0, text)."""
     value = os.environ.get(name, "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
 
@@ -61,11 +62,11 @@ def choose(setting: int | str, torch_default: int) -> tuple[list[int], str]:
     auto measures otherwise) and the reason, in words."""
     if setting != "auto":
         return [int(setting)], "train.threads"
-    given = _positive("OMP_NUM_THREADS")
+    given = positive_env("OMP_NUM_THREADS")
     if given:
         return [given], f"auto: OMP_NUM_THREADS={given}"
-    share = _positive(SHARE_ENV)
-    local = _positive("LOCAL_WORLD_SIZE") or 1  # torchrun's processes on this node
+    share = positive_env(SHARE_ENV)
+    local = positive_env("LOCAL_WORLD_SIZE") or 1  # torchrun's processes on this node
     cores = usable_cores()
     most = max(1, min(share or cores // local, torch_default))
     if share:

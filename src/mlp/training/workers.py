@@ -37,8 +37,7 @@ PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it 
 
 def explicit_threads() -> int | None:
     """The ``OMP_NUM_THREADS`` the user set, if any: every training then uses that many."""
-    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None
+    return threads.positive_env("OMP_NUM_THREADS")
 
 
 def worker_threads(jobs: int) -> int:
