@@ -51,7 +51,7 @@ from torch.utils.tensorboard.summary import custom_scalars, hparams
 from torch.utils.tensorboard.summary import image as image_summary
 
 from mlp.observe.hparams import hparam_summaries, hparam_values
-from mlp.run.record import SPLIT_RUNS
+from mlp.run.record import split_event_files
 
 SAMPLE_IMAGES = 64  # in the visuals/inputs grid
 _SCALAR = TensorShapeProto()  # a 0-d tensor
@@ -354,8 +354,7 @@ class RunLogger:
 def _wait_for_a_later_second(run_dir: Path) -> None:
     """TensorBoard reads a run's event files in name order, and a name starts with the second
     it was created in; a resumed run's file must sort after the files already there."""
-    files = [p for folder in (run_dir, *(run_dir / split for split in SPLIT_RUNS))
-             for p in folder.glob("events.out.tfevents.*")]
+    files = [*run_dir.glob("events.out.tfevents.*"), *split_event_files(run_dir)]
     seconds = [int(p.name.split(".")[3]) for p in files if p.name.split(".")[3].isdigit()]
     while seconds and time.time() < max(seconds) + 1:
         time.sleep(0.05)

@@ -42,7 +42,8 @@ from mlp.files import cause, open_regular, writing
 from mlp.run.checkpoint import checkpoint_bytes
 from mlp.run.durable import json_bytes
 from mlp.run.durable import commit, previous_name
-from mlp.run.record import BEST, CONFIG, LAST, LOCK, METRICS, SPLIT_RUNS, RunDamaged, RunRecord
+from mlp.run.record import (BEST, CONFIG, LAST, LOCK, METRICS, SPLIT_RUNS, RunDamaged, RunRecord,
+                            split_event_files)
 
 METRICS_CSV = "metrics.csv"  # the same per-epoch history as metrics.json, for spreadsheets
 RUN_FILES = (CONFIG, METRICS, METRICS_CSV, BEST, LAST, "diagnostics.json")
@@ -85,7 +86,7 @@ class RunFolder:
             raise UserError(f"--run-dir {path} is not empty; add --overwrite to replace the run in it, "
                             f"or use --resume {path} to continue it")
         named = [name for name in others if name in RUN_FILES or name.startswith("events.out.tfevents.")] + \
-            [item.relative_to(path).as_posix() for item in _split_event_files(path)]
+            [item.relative_to(path).as_posix() for item in split_event_files(path)]
         if named and not ours:  # files by mlp's names that no mlp run wrote (it would have left its lock file)
             folder.release(forget=True)
             raise UserError(f"--run-dir {path} holds files no mlp run wrote ({', '.join(named[:3])}"
@@ -166,8 +167,9 @@ class RunFolder:
         kept = {previous_name(self.path / name).name for name in KEPT}
         items = [item for item in self.path.iterdir()
                  if item.name in RUN_FILES or item.name in kept or item.name.startswith("events.out.tfevents.")]
+        items += split_event_files(self.path)
         splits = [self.path / split for split in SPLIT_RUNS if os.path.lexists(self.path / split)]
-        for item in items + _split_event_files(self.path):
+        for item in items:
             if not stat.S_ISREG(os.lstat(item).st_mode):
                 self.release()
                 raise UserError(f"{item} is a folder, link or special file, not a file mlp wrote; move it "
@@ -177,7 +179,7 @@ class RunFolder:
                 self.release()
                 raise UserError(f"{split} is a file or link, not the TensorBoard folder mlp makes; move it "
                                 "away, then --overwrite")
-        for item in items + _split_event_files(self.path):
+        for item in items:
             with writing(item, action="remove"):
                 item.unlink()
         for split in splits:  # emptied: it goes too (a folder still holding other files stays)
@@ -276,13 +278,6 @@ def csv_bytes(rows: list[dict]) -> bytes:
     writer.writeheader()
     writer.writerows(json_ready(rows))  # the numbers as metrics.json holds them
     return out.getvalue().encode()
-
-
-def _split_event_files(path: Path) -> list[Path]:
-    """The event files in the run's split sub-folders (``val/events.out.tfevents.*``; never through a link)."""
-    folders = [path / split for split in SPLIT_RUNS]
-    return [item for folder in folders if folder.is_dir() and not folder.is_symlink()
-            for item in sorted(folder.iterdir()) if item.name.startswith("events.out.tfevents.")]
 
 
 def _made(path: Path, exist_ok: bool = False) -> bool:

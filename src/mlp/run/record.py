@@ -31,6 +31,13 @@ CONFIG, METRICS, DIAGNOSTICS, BEST, LAST, LOCK = (
 SPLIT_RUNS = ("train", "val", "test")
 
 
+def split_event_files(path: Path) -> list[Path]:
+    """The event files in the run's split sub-folders (``val/events.out.tfevents.*``; never through a link)."""
+    folders = [path / split for split in SPLIT_RUNS]
+    return [item for folder in folders if folder.is_dir() and not folder.is_symlink()
+            for item in sorted(folder.iterdir()) if item.name.startswith("events.out.tfevents.")]
+
+
 class RunDamaged(UserError):
     """A run folder whose files cannot be read, hold values of the wrong kind, or disagree."""
 
