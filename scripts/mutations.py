@@ -54,6 +54,7 @@ TESTS: dict[str, list[str]] = {
                        "tests/test_threads.py::test_auto_follows_omp_num_threads_the_pools_share_and_torchrun"],
     "mlp/comparison/trainings.py": [f"{UNITS}workers.py"],
     "mlp/sweep/leaderboard.py": [f"{UNITS}workers.py"],
+    "mlp/training/warmstart.py": ["tests/test_warmstart.py"],
 }
 
 
@@ -67,6 +68,7 @@ CKPT, DURABLE, FOLDER = "run/checkpoint.py", "run/durable.py", "run/folder.py"
 EVAL, DATA = "commands/evaluate.py", "data.py"
 DIAG, FINDINGS, MODEL = "observe/diagnostics.py", "comparison/findings.py", "model.py"
 PREDICT, NOVELTY = "commands/predict.py", "observe/novelty.py"
+WARM = "training/warmstart.py"
 WORKERS, TRAININGS, BOARD = "training/workers.py", "comparison/trainings.py", "sweep/leaderboard.py"
 THREADS = "threads.py"
 
@@ -290,4 +292,17 @@ MUTATIONS: list[Mutation] = [
       "a collapsed thread count is timed in full at every measurement"),
     M(THREADS, 'return [given], f"auto: OMP_NUM_THREADS={given}"', 'pass',
       "an OMP_NUM_THREADS in the environment no longer fixes the count"),
+    # --- added with warm starts (issue 24)
+    M(WARM, "        sys.modules[\"numpy\"].random.seed()", "        pass", "every warm process draws the same NumPy random numbers"),
+    M(WARM, "    os.chdir(request[\"cwd\"])\n", "", "a warm process runs in the helper's folder"),
+    M(WARM, "    sys.path[0] = os.getcwd()  # as `python -m` puts it\n", "",
+      "a warm process imports from the helper's folder, not its own"),
+    M(WARM, "if request[\"new_session\"]:", "if False:", "start_new_session is ignored"),
+    M(WARM, "and startup_env(env) == startup_env(self.env):", ":",
+      "a process with another OMP_NUM_THREADS is forked from a helper that loaded libgomp with its own"),
+    M(WARM, "ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller", "pass",
+      "the helper outlives a killed caller"),
+    M(WARM, "        self.returncode = LOST\n", "        self.returncode = 0\n",
+      "a child whose helper died is reported as having succeeded"),
+    M(WARM, "os.dup2(fd, target)", "pass", "a warm process writes to the helper's streams"),
 ]

@@ -21,6 +21,7 @@ os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fakedata import write_cifar, write_mnist
+from mlp.training import warmstart
 
 # The real data (CI sets MLP_DATA_ROOT=../shared/data); captured before any test changes it.
 # Made absolute here, since every test runs in a folder of its own.
@@ -70,7 +71,43 @@ def tiny_config(tmp_path) -> Path:
     return write_config(tmp_path / "tiny.yaml")
 
 
+# The tests' processes of the command line start warm (mlp.training.warmstart, as compare's and
+# sweep's trainings do): forked from a helper that imported torch and mlp once per test process,
+# instead of paying ~5 s of imports each.  Each is still a process of its own, with its exit
+# code, signals, streams, folder and environment; one whose environment changes a variable read
+# at start-up (OMP_NUM_THREADS, PYTHON*, ...) starts as a new interpreter, as does every one
+# with MLP_WARM_START=0.  tests/test_warmstart.py checks the warm ones behave as fresh ones do.
+PRELOAD = ("mlp.training.loop", "mlp.observe.figures", "matplotlib.figure", "matplotlib.backends.backend_agg",
+           "matplotlib.colors", "matplotlib.ticker", "mlp.commands.evaluate", "mlp.commands.predict",
+           "mlp.commands.runs", "mlp.comparison.report", "mlp.sweep.study")
+_starter: warmstart.Starter | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_starter():
+    """Start the helper at once (on pytest's main thread, which it dies with), so that its imports
+    overlap the first tests."""
+    global _starter
+    _starter = warmstart.Starter(dict(os.environ), PRELOAD)
+    yield
+    _starter.close()
+
+
+def start_mlp(*args, env: dict | None = None, **popen) -> subprocess.Popen:
+    """``subprocess.Popen([python, -m, mlp, *args], **popen)``, started warm when it can be."""
+    env = {**os.environ, **(env or {})}
+    if _starter is None:  # not under pytest's session: a new interpreter
+        return subprocess.Popen([sys.executable, "-m", "mlp", *map(str, args)], env=env, **popen)
+    return _starter.popen(list(map(str, args)), env=env, **popen)
+
+
 def run_mlp(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real command line in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "mlp", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    """Run the real command line in a process of its own, as a user would."""
+    proc = start_mlp(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

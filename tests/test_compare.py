@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REAL_DATA_ROOT, run_mlp
+from conftest import REAL_DATA_ROOT, run_mlp, start_mlp
 from mlp.comparison.plan import run_compare
 from mlp.comparison.findings import findings
 from mlp.comparison.report import render
@@ -96,16 +96,14 @@ def test_compare_trains_in_parallel_processes_from_the_command_line(tiny_config,
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_ctrl_c_stops_a_compare_with_its_finished_epochs_saved(tmp_path, jobs):
     import signal
-    import sys
     import time
 
     from conftest import write_config
     from mlp.comparison.plan import plan
 
     config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 500}})
-    proc = subprocess.Popen([sys.executable, "-m", "mlp", "compare", "-c", config, "-a", "relu,tanh,sigmoid",
-                             "--out", "cmp", "--jobs", str(jobs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_mlp("compare", "-c", config, "-a", "relu,tanh,sigmoid", "--out", "cmp", "--jobs", str(jobs),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = ["relu", "tanh"][:jobs]
     try:
         deadline = time.monotonic() + 120
@@ -159,7 +157,7 @@ def test_a_compare_killed_hard_takes_its_trainings_with_it_and_the_same_command_
         except (OSError, ValueError, KeyError):
             return 0
 
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_mlp(*command[3:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait(lambda: all(epochs(run) >= 1 for run in started), "an epoch of each run")
         proc.send_signal(getattr(signal, signum))
@@ -174,7 +172,7 @@ def test_a_compare_killed_hard_takes_its_trainings_with_it_and_the_same_command_
                                                                  for run in started})
     before = epochs(started[0])
 
-    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    again = start_mlp(*command[3:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait(lambda: epochs(started[0]) > before, "an epoch after the resume")
         again.send_signal(signal.SIGINT)

@@ -6,14 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 import mlp.training.trainer
-from conftest import run_mlp, write_config
+from conftest import run_mlp, start_mlp, write_config
 from mlp.run.checkpoint import load_checkpoint
 from mlp.config import load_config
 from mlp.errors import Interrupted
@@ -138,8 +137,8 @@ def test_resume_continues_the_same_tensorboard_run(tiny_config, monkeypatch):
 
 def test_cli_sigint_saves_prints_resume_command_and_exits_130(tmp_path):
     config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 200, "batch_size": 8}})
-    proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", "run", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_mlp("train", "-c", config, "--run-dir", "run", "--no-progress", stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # wait until training is under way
         if line.split()[:2] == ["epoch", "1/200"]:
             break
@@ -158,8 +157,8 @@ def test_cli_sigint_saves_prints_resume_command_and_exits_130(tmp_path):
 
 def test_cli_sigterm_exits_143(tmp_path):
     config = write_config(tmp_path / "long.yaml", {"train": {"epochs": 200, "batch_size": 8}})
-    proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", "run", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_mlp("train", "-c", config, "--run-dir", "run", "--no-progress", stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.split()[:2] == ["epoch", "2/200"]:
             break
@@ -176,8 +175,8 @@ def test_kill_9_at_any_moment_leaves_loadable_checkpoints(tmp_path):
                                                    "train": {"epochs": 10_000, "diagnostics": "off"}})
     for delay in (0.3, 0.9, 1.7, 2.6):
         run = tmp_path / f"run{delay}"
-        proc = subprocess.Popen([sys.executable, "-m", "mlp", "train", "-c", config, "--run-dir", run,
-                                 "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = start_mlp("train", "-c", config, "--run-dir", run, "--no-progress", stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
         proc.stdout.readline()
         while not (run / "checkpoint.pth").exists():
             time.sleep(0.02)

@@ -23,7 +23,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import run_mlp
+from conftest import run_mlp, start_mlp
 from mlp.errors import UserError
 from mlp.sweep.space import load_space
 from mlp.sweep.study import STALE_AFTER_S, is_abandoned, this_worker
@@ -35,8 +35,7 @@ NAMES = {"lr=0.001,width=16", "lr=0.001,width=32", "lr=0.005,width=16", "lr=0.00
 
 
 def sweep_process(config: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mlp", "sweep", "--config", str(config), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_mlp("sweep", "--config", config, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def journal_study(path: Path, name: str):

@@ -13,6 +13,7 @@ from mlp.comparison.trainings import train_all
 from mlp.sweep.leaderboard import leaderboard
 from mlp.sweep.runner import Plan
 from mlp.sweep.worker import Worker
+from mlp.training import warmstart
 from mlp.training.workers import Workers
 
 
@@ -69,6 +70,7 @@ class _Finished:
 def _child_envs(monkeypatch, cores):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(mlp.threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(warmstart, "available", lambda: False)  # every training a new interpreter's Popen
     monkeypatch.setattr(subprocess, "Popen", _Finished)
     _Finished.envs = []
     return _Finished.envs

@@ -23,7 +23,8 @@ class Worker:
 
     def __init__(self, plan, study, jobs: int):
         self.plan, self.study, self.jobs = plan, study, jobs
-        self.workers = Workers(jobs, echo=jobs == 1)  # with one job, the trial's output is shown as it comes
+        # With one job, the trial's output is shown as it comes; each trial reports to the study.
+        self.workers = Workers(jobs, echo=jobs == 1, preload=("mlp.sweep.study",))
         self.taken: set[int] = set()  # trials another worker took over (this one missed heartbeats)
 
     @property

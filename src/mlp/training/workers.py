@@ -8,9 +8,13 @@
   the parent, which passes each SIGINT/SIGTERM on once (``Workers.stop``): the first makes every
   training save last.pth and stop, a second SIGINT quits them at once.  No training starts
   after a stop.
+- **Start.**  Each training is forked from a helper process that has imported torch, its
+  compiler stack and mlp once (``mlp.training.warmstart``), so it skips the ~5 s every fresh
+  interpreter spends importing them; where that cannot be done it starts as a new interpreter.
 - **The parent's death.**  A training dies with the process that started it, even when that one
   is killed by SIGKILL or SIGHUP (``follow_parent``): it gets SIGTERM, saves last.pth and stops,
-  so the same command run again finds the folders free and resumes them.
+  so the same command run again finds the folders free and resumes them.  A warm training's
+  parent is the helper, which dies with this process.
 - **How it ended.**  ``outcome`` turns a training's exit code and the status its metrics.json
   records into finished, pruned, diverged, interrupted or failed; the last line of its log
   (``train.log`` in its folder) says why it failed.
@@ -30,9 +34,12 @@ from typing import Callable, Hashable
 
 from mlp import threads
 from mlp.files import open_log
-from mlp.training import signals
+from mlp.training import signals, warmstart
 
 PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it dies with
+# What a training imports beyond torch and mlp.cli: the warm-start helper imports them once.
+TRAINING_MODULES = ("mlp.training.loop", "mlp.observe.figures", "matplotlib.figure",
+                    "matplotlib.backends.backend_agg", "matplotlib.colors", "matplotlib.ticker")
 
 
 def explicit_threads() -> int | None:
@@ -62,12 +69,15 @@ class Workers:
     """Up to ``jobs`` ``mlp train`` processes at a time, started by ``train`` from the threads
     that ``run`` starts; ``signum`` is the stop asked for, if any."""
 
-    def __init__(self, jobs: int, echo: bool = False):
+    def __init__(self, jobs: int, echo: bool = False, preload: tuple[str, ...] = ()):
         self.jobs, self.echo = jobs, echo  # echo: show a training's output as it comes (one job)
+        # The trainings are forked from a helper that imports torch and mlp once, starting now
+        # (mlp.training.warmstart); ``preload`` names more modules they import.
+        self.starter = warmstart.Starter({**os.environ, "PYTHONUNBUFFERED": "1"}, TRAINING_MODULES + preload)
         self.threads = worker_threads(jobs)  # the most each training may use (auto measures within it)
         self.fixed = explicit_threads() is not None
         self.lock = threading.Lock()
-        self.children: dict[Hashable, subprocess.Popen] = {}  # key → its training process
+        self.children: dict[Hashable, subprocess.Popen | warmstart.WarmProcess] = {}  # key → its training
         self.signum: int | None = None
 
     def stop(self, signum, frame) -> None:
@@ -83,11 +93,14 @@ class Workers:
     def run(self, loop: Callable[[], None]) -> None:
         """Run ``loop`` in ``jobs`` threads, with the signals passed on, until every one returns;
         the first exception one raised is raised here."""
-        with signals.handling(self.stop), ThreadPoolExecutor(self.jobs) as pool:
-            for future in [pool.submit(loop) for _ in range(self.jobs)]:
-                future.result()
+        try:
+            with signals.handling(self.stop), ThreadPoolExecutor(self.jobs) as pool:
+                for future in [pool.submit(loop) for _ in range(self.jobs)]:
+                    future.result()
+        finally:
+            self.starter.close()
 
-    def running(self) -> dict[Hashable, subprocess.Popen]:
+    def running(self) -> dict[Hashable, subprocess.Popen | warmstart.WarmProcess]:
         with self.lock:
             return dict(self.children)
 
@@ -95,8 +108,8 @@ class Workers:
               announce: str | None = None) -> tuple[int | None, str]:
         """``mlp train --no-progress ARGS``, its output appended to ``log_file``; its exit code
         (None if a stop came first and it never started) and the last line it wrote."""
-        command = [sys.executable, "-m", "mlp", "train", "--no-progress", *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), PARENT_ENV: str(os.getpid())}
+        command = ["train", "--no-progress", *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if not self.fixed:  # an OMP_NUM_THREADS the user set passes on as it is; else each its share
             env[threads.SHARE_ENV] = str(self.threads)
         with self.lock:  # a signal arriving now must either prevent this start or reach this child
@@ -108,10 +121,12 @@ class Workers:
             # The child writes its log itself, so what it says while it stops is kept even after
             # this process is gone.
             with open_log(log_file) as log:
-                log.write(f"$ mlp {' '.join(command[3:])}\n")
+                log.write(f"$ mlp {' '.join(command)}\n")
                 log.flush()
                 start = log.tell()
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                # The training's parent (this process, or the warm-start helper) goes in PARENT_ENV.
+                proc = self.starter.popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True, parent_env=PARENT_ENV)
             self.children[key] = proc
         try:
             last = _follow(log_file, start, proc, self.echo)
@@ -121,7 +136,7 @@ class Workers:
         return proc.returncode, last
 
 
-def _follow(log_file: Path, start: int, proc: subprocess.Popen, echo: bool) -> str:
+def _follow(log_file: Path, start: int, proc, echo: bool) -> str:
     """Wait for the training's process, showing its log as it grows when ``echo``; its last line."""
     tail = ""
     with open(log_file, errors="replace") as log:
