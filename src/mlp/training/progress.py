@@ -44,9 +44,17 @@ class PlainProgress:
 def progress_bar(total: int, initial: int, desc: str, enabled: bool):
     """A tqdm bar when enabled and stderr is a terminal or a notebook draws it, a PlainProgress when
     enabled and output goes to a file or a pipe."""
-    if enabled and not sys.stderr.isatty() and "ipykernel" not in sys.modules:
+    if enabled and not sys.stderr.isatty() and not _in_notebook():
         return PlainProgress(total, initial, desc)
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, disable=not enabled)
+
+
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel, whose output a notebook draws: not merely one that
+    imported ipykernel (a process running a notebook through jupyter_client does)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def runs_root_of(run: Path, runs_root: Path = Path("runs")) -> Path:
