@@ -180,3 +180,16 @@ def test_the_command_line_answers_the_same_warm_and_cold(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert warm.returncode == cold.returncode == 2
     assert warm.stderr == cold.stderr and warm.stderr.startswith("error: ") and warm.stdout == cold.stdout
+
+
+def test_the_helper_holds_one_thread_after_a_trainings_imports(monkeypatch):
+    # A fork copies only the thread that forks: a helper with a thread of its own (or an OpenMP
+    # team, which a parallel region during the imports would leave) could hand its children
+    # locks that no thread will release.  Without OMP_NUM_THREADS, a team would have 2+ threads.
+    from mlp.training.workers import TRAINING_MODULES
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with warmstart.Starter(dict(os.environ), TRAINING_MODULES + ("mlp.sweep.study",)) as starter:
+        proc = starter.popen(["--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.communicate(timeout=120)[0].startswith("mlp ") and isinstance(proc, warmstart.WarmProcess)
+        assert os.listdir(f"/proc/{starter.helper.pid}/task") == [str(starter.helper.pid)]

@@ -7,7 +7,9 @@ compare`` and ``mlp sweep`` start one per training.  A ``Starter`` keeps one hel
 The child runs ``python -m mlp ARGS`` from there as a new interpreter would: its own process id,
 arguments, environment, working folder, session, standard streams, exit code or signal, and the
 interpreter's normal exit (atexit handlers, flushed streams).  Of the helper's state only its
-imported modules reach a child: the helper runs no torch code and starts no thread, and a child
+imported modules reach a child: the helper runs no torch code and starts no thread (a fork copies
+only the thread that forks, so a helper with more, or with an OpenMP team, could hand a child
+locks nobody releases; tests/test_warmstart.py checks it has one), and a child
 reseeds NumPy's global random generator as a new interpreter seeds it (Python's reseeds itself).
 
 - **Deaths.**  The helper dies with the process that started it (``PR_SET_PDEATHSIG``, SIGKILL)
@@ -432,6 +434,12 @@ def _become(request: dict) -> None:
     sys.path[0] = os.getcwd()  # as `python -m` puts it
     if "numpy" in sys.modules:  # as a new interpreter seeds it (Python's random reseeds itself in a child)
         sys.modules["numpy"].random.seed()
+    try:  # in top and ps -o comm: "mlp train" rather than the helper's python (15 bytes at most)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, " ".join([request["module"], *request["args"][:1]]).encode()[:15])  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
     sys.argv = [request["module"], *request["args"]]  # run_module sets argv[0] to the module's file
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
 
