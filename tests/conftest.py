@@ -83,13 +83,33 @@ PRELOAD = ("mlp.training.loop", "mlp.observe.figures", "matplotlib.figure", "mat
 _starter: warmstart.Starter | None = None
 
 
+class _SessionStarter(warmstart.Starter):
+    """The helper that compare's and sweep's trainings fork from when a test runs them in this
+    process: one for the session, so ``Workers``' close at the end of each run keeps it."""
+
+    def close(self) -> None:
+        pass
+
+    def end(self) -> None:
+        super().close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _warm_starter():
-    """Start the helper at once (on pytest's main thread, which it dies with), so that its imports
-    overlap the first tests."""
+    """Start the helpers at once (on pytest's main thread, which they die with), so that their
+    imports overlap the first tests: one for the command line, one for in-process trainings
+    (with ``Workers``' own environment: PYTHONUNBUFFERED=1)."""
     global _starter
+    from mlp.training import workers
+
     _starter = warmstart.Starter(dict(os.environ), PRELOAD)
+    trainings = _SessionStarter({**os.environ, "PYTHONUNBUFFERED": "1"},
+                                workers.TRAINING_MODULES + ("mlp.sweep.study",))
+    made = workers.Starter
+    workers.Starter = lambda env, preload=(): trainings if warmstart.available() else made(env, preload)
     yield
+    workers.Starter = made
+    trainings.end()
     _starter.close()
 
 

@@ -35,6 +35,7 @@ from typing import Callable, Hashable
 from mlp import threads
 from mlp.files import open_log
 from mlp.training import signals, warmstart
+from mlp.training.warmstart import Starter
 
 PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it dies with
 # What a training imports beyond torch and mlp.cli: the warm-start helper imports them once.
@@ -73,7 +74,7 @@ class Workers:
         self.jobs, self.echo = jobs, echo  # echo: show a training's output as it comes (one job)
         # The trainings are forked from a helper that imports torch and mlp once, starting now
         # (mlp.training.warmstart); ``preload`` names more modules they import.
-        self.starter = warmstart.Starter({**os.environ, "PYTHONUNBUFFERED": "1"}, TRAINING_MODULES + preload)
+        self.starter = Starter({**os.environ, "PYTHONUNBUFFERED": "1"}, TRAINING_MODULES + preload)
         self.threads = worker_threads(jobs)  # the most each training may use (auto measures within it)
         self.fixed = explicit_threads() is not None
         self.lock = threading.Lock()
