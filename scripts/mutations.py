@@ -298,11 +298,20 @@ MUTATIONS: list[Mutation] = [
     M(WARM, "    sys.path[0] = os.getcwd()  # as `python -m` puts it\n", "",
       "a warm process imports from the helper's folder, not its own"),
     M(WARM, "if request[\"new_session\"]:", "if False:", "start_new_session is ignored"),
-    M(WARM, "and startup_env(env) == startup_env(self.env):", ":",
+    M(WARM, "and startup_env(env) == startup_env(self.env) and", "and",
       "a process with another OMP_NUM_THREADS is forked from a helper that loaded libgomp with its own"),
     M(WARM, "ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller", "pass",
       "the helper outlives a killed caller"),
     M(WARM, "        self.returncode = LOST\n", "        self.returncode = 0\n",
       "a child whose helper died is reported as having succeeded"),
     M(WARM, "os.dup2(fd, target)", "pass", "a warm process writes to the helper's streams"),
+    M(WARM, "signal.signal(signal.SIGINT, signal.SIG_IGN)", "pass", "a terminal's Ctrl-C kills the helper"),
+    M(WARM, "signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts", "pass",
+      "a warm child ignores SIGINT"),
+    M(WARM, "        os.umask(request[\"umask\"])", "        pass", "a warm child has the helper's umask"),
+    M(WARM, "            except ProcessLookupError:\n                pass  # it has just ended",
+      "            except ProcessLookupError:\n                raise", "signalling an ended process raises"),
+    M(WARM, "self._readers.append((reader, box))\n                else:\n                    self._readers.append((None, box))\n"
+            "            if self.stdin is not None", "self._readers.append((reader, box))\n                else:\n"
+            "                    self._readers.append((None, box))\n            if False", "communicate never writes its input"),
 ]

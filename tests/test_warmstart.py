@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -22,7 +23,10 @@ PROBE = textwrap.dedent("""
     import numpy
 
     report = {"argv": sys.argv[1:], "cwd": os.getcwd(), "path0": sys.path[0], "env": os.environ.get("PROBE_VALUE"),
-              "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "stdin": sys.stdin.read(),
+              "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
+              "stdin": sys.stdin.read(), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+              "umask": next(line.split()[1] for line in open("/proc/self/status") if line.startswith("Umask:")),
+              "affinity": sorted(os.sched_getaffinity(0)),
               "random": random.random(), "numpy_random": numpy.random.random(), "main": __name__,
               "argv0": os.path.basename(sys.argv[0]),
               "buffered": not sys.stdout.write_through}
@@ -85,7 +89,8 @@ def test_a_warm_process_has_what_a_new_interpreter_has(starter, probe_dir, how, 
     assert isinstance(proc, warmstart.WarmProcess)
     assert proc.returncode == cold.returncode == code
     warm_report, cold_report = json.loads(out), json.loads(cold.stdout)
-    for key in ("argv", "cwd", "path0", "env", "stdin", "main", "argv0", "buffered"):
+    for key in ("argv", "cwd", "path0", "env", "stdin", "main", "argv0", "buffered", "sid", "pgid", "nice", "umask",
+                "affinity"):
         assert warm_report[key] == cold_report[key], key
     assert warm_report["pid"] == proc.pid and warm_report["ppid"] == starter.parent_pid != os.getpid()
     assert err.splitlines()[0] == cold.stderr.splitlines()[0] == "to stderr"
@@ -97,7 +102,46 @@ def test_warm_processes_reseed_random_and_take_a_session_when_asked(starter, pro
     second, out, _ = _run(starter, "exit 0", probe_dir, start_new_session=True)
     report = json.loads(out)
     assert first["random"] != report["random"] and first["numpy_random"] != report["numpy_random"]
-    assert report["sid"] == second.pid and first["sid"] != first["pid"]
+    assert report["sid"] == report["pgid"] == second.pid  # a session of its own, as asked
+    assert (first["sid"], first["pgid"]) == (os.getsid(0), os.getpgid(0))  # else the caller's, as a plain child
+
+
+def test_the_callers_umask_and_niceness_at_the_request_reach_the_process(starter, probe_dir):
+    before = os.umask(0o027)
+    try:
+        report = json.loads(_run(starter, "exit 0", probe_dir)[1])
+    finally:
+        os.umask(before)
+    assert report["umask"] == "0027"
+    assert report["nice"] == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_signal_after_the_end_is_harmless_and_large_input_does_not_block(starter, probe_dir):
+    proc = starter.popen(["exit 0"], cwd=probe_dir, module="probe", stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert select.select([proc.pidfd], [], [], 60)[0]  # it has ended (its pidfd is readable then) ...
+    time.sleep(0.5)  # ... and the helper has reaped it; its status need not have been read yet
+    proc.kill()  # as Popen: no error for a process that has ended
+    assert proc.wait(timeout=30) == 0
+    proc.kill()
+    # 200 kB each way, more than a pipe holds: the output is read while the input is written
+    proc = starter.popen(["exit 0"], cwd=probe_dir, module="probe", stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(input="x" * 200_000, timeout=60)
+    assert len(json.loads(out.splitlines()[0])["stdin"]) == 200_000
+
+
+def test_ctrl_c_at_the_callers_process_group_leaves_the_helper(starter, probe_dir):
+    os.kill(starter.helper.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the whole group
+    time.sleep(0.3)
+    proc, out, _ = _run(starter, "exit 0", probe_dir)
+    assert isinstance(proc, warmstart.WarmProcess) and proc.returncode == 0
+    sleeper = starter.popen(["sleep"], cwd=probe_dir, module="probe", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    json.loads(sleeper.stdout.readline())
+    sleeper.send_signal(signal.SIGINT)  # the child has Python's own SIGINT handling back
+    _, err = sleeper.communicate(timeout=30)
+    assert sleeper.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
 
 
 def test_signals_and_timeouts_reach_a_warm_process(starter, probe_dir):

@@ -5,17 +5,24 @@ A fresh ``mlp train`` spends about 5 s of a 2-core CPU before its first step imp
 compare`` and ``mlp sweep`` start one per training.  A ``Starter`` keeps one helper process
 (``python -m mlp.training.warmstart``) that imports them once and then forks a child per request.
 The child runs ``python -m mlp ARGS`` from there as a new interpreter would: its own process id,
-arguments, environment, working folder, session, standard streams, exit code or signal, and the
-interpreter's normal exit (atexit handlers, flushed streams).  Of the helper's state only its
-imported modules reach a child: the helper runs no torch code and starts no thread (a fork copies
-only the thread that forks, so a helper with more, or with an OpenMP team, could hand a child
-locks nobody releases; tests/test_warmstart.py checks it has one), and a child
-reseeds NumPy's global random generator as a new interpreter seeds it (Python's reseeds itself).
+arguments, environment, working folder, umask, CPU affinity and niceness (the caller's at the
+request), process group and session (the caller's, or a new one), standard streams, exit code or
+signal, and the interpreter's own exit (atexit handlers, flushed streams; note that mlp's main
+skips the interpreter's teardown once ``torch._dynamo`` is loaded, which in a warm child it
+always is).  The helper runs no torch code and starts no thread (a fork copies only the thread
+that forks, so a helper with more, or with an OpenMP team, could hand a child locks nobody
+releases; tests/test_warmstart.py checks it has one), and a child reseeds NumPy's global random
+generator as a new interpreter seeds it (Python's reseeds itself).  What a child still shares
+with the helper: its imported modules, its string-hash seed, its resource limits, and its
+import-time messages, which went once to the caller's stderr rather than to each child's.
 
-- **Deaths.**  The helper dies with the process that started it (``PR_SET_PDEATHSIG``, SIGKILL)
-  and a training started by ``Workers`` dies with the helper (``follow_parent``: SIGTERM, so it
-  saves last.pth), so a killed ``mlp compare`` still takes its trainings with it.  The helper's
-  own death does not end its other children, as a plain child outlives its parent.
+- **Deaths.**  The helper dies with the thread that started it (``PR_SET_PDEATHSIG``, SIGKILL:
+  start it on one that outlives it) and a training started by ``Workers`` dies with the helper
+  (``follow_parent``: SIGTERM, so it saves last.pth), so a killed ``mlp compare`` still takes its
+  trainings with it.  A terminal's Ctrl-C reaches the helper too (it shares the caller's process
+  group) and is ignored there.  Should the helper die on its own (the OOM killer, a stray kill),
+  the trainings that follow it stop as they would at their caller's death, and are reported
+  with exit code ``LOST``; other children of it go on, as a plain child outlives its parent.
 - **Exit codes.**  Only a parent can collect a child's exit status, so the helper collects it and
   sends it back over the request's own socket.  Should the helper die first, the caller waits
   for the child to end (a pidfd) and reports ``LOST`` as its exit code.
@@ -42,7 +49,7 @@ ENABLE_ENV = "MLP_WARM_START"  # 0: every process starts cold
 # Read once, as an interpreter, libgomp, MKL or torch loads: a request that changes one of these
 # cannot be forked from a helper that has loaded them already.
 STARTUP_PREFIXES = ("PYTHON", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "TORCH", "PYTORCH", "CUDA", "NCCL",
-                    "LD_", "MALLOC_", "LC_", "LANG")
+                    "LD_", "MALLOC_", "LC_", "LANG", "TYPER", "MPL", "HOME", "XDG_")
 # ... except these, which torch reads only when it compiles, and sets itself (to their defaults)
 # in a process that has compiled, so that a caller which trained in-process has them.
 READ_WHEN_USED = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
@@ -83,14 +90,18 @@ class Starter:
             self.helper = subprocess.Popen(
                 [sys.executable, "-m", "mlp.training.warmstart", str(theirs.fileno()), str(os.getpid()),
                  ",".join(preload)],
-                env=self.env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
+                env=self.env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         except OSError:
             ours.close()
             return
         finally:
             theirs.close()
         self.control = ours
+
+    def wait_ready(self) -> bool:
+        """Wait for the helper's imports; whether requests will be forked."""
+        with self.lock:
+            return self._wait_ready()
 
     def _wait_ready(self) -> bool:
         if self.control is None:
@@ -125,7 +136,7 @@ class Starter:
         env = dict(os.environ if env is None else env)
         cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
         with self.lock:
-            if self._wait_ready() and startup_env(env) == startup_env(self.env):
+            if self._wait_ready() and startup_env(env) == startup_env(self.env) and os.path.isdir(cwd):
                 proc = WarmProcess.start(self, module, args, env, cwd, stdin, stdout, stderr, start_new_session,
                                          text, parent_env)
                 if proc is not None:
@@ -180,6 +191,9 @@ class WarmProcess:
     def __init__(self, args: list[str], pid: int, report: socket.socket, pipes: list, text: bool):
         self.args = args
         self.pid, self.report, self.returncode = pid, report, None
+        # Several threads use one process (a signal handler, a log follower, a heartbeat), as
+        # with Popen: one collects the exit status at a time, and the pidfd is closed under a lock.
+        self._collecting, self._fd_lock = threading.Lock(), threading.Lock()
         try:
             self.pidfd = os.pidfd_open(pid)  # to wait for it should the helper die first
         except (AttributeError, OSError):
@@ -208,12 +222,15 @@ class WarmProcess:
                 env = {**env, parent_env: str(starter.parent_pid)}
             report, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             request = json.dumps({"module": module, "args": list(map(str, args)), "env": env, "cwd": cwd,
-                                  "new_session": bool(new_session)}).encode()
+                                  "new_session": bool(new_session), "umask": _umask(),
+                                  "affinity": sorted(os.sched_getaffinity(0)),
+                                  "nice": os.getpriority(os.PRIO_PROCESS, 0)}).encode()
             try:
                 socket.send_fds(starter.control, [request], [theirs.fileno(), *fds])
-            except OSError:  # the helper is gone: from now on every process starts cold
+            except OSError as e:  # this one starts cold; if the helper is gone, every later one too
                 report.close()
-                starter._drop()
+                if isinstance(e, (BrokenPipeError, ConnectionError)):
+                    starter._drop()
                 for fd in [fd for pipe in ours for fd in pipe]:
                     os.close(fd)
                 return None
@@ -237,6 +254,19 @@ class WarmProcess:
         """Read the exit status if it has come within ``timeout`` seconds; whether it has."""
         if self.returncode is not None:
             return True
+        if timeout == 0:
+            if not self._collecting.acquire(blocking=False):
+                return False  # another thread is collecting it
+        else:
+            self._collecting.acquire()
+        try:
+            return self._collect_locked(timeout)
+        finally:
+            self._collecting.release()
+
+    def _collect_locked(self, timeout: float | None) -> bool:
+        if self.returncode is not None:
+            return True
         if self.report is not None:
             ready, _, _ = select.select([self.report], [], [], timeout)
             if not ready:
@@ -245,8 +275,8 @@ class WarmProcess:
             self.report.close()
             self.report = None
             if reply.startswith(b"exit "):
-                self.returncode = int(reply[5:])
                 self._close_pidfd()
+                self.returncode = int(reply[5:])
                 return True
             # No status: the helper died first, so wait for the child itself.
         if self.pidfd is not None:
@@ -259,14 +289,23 @@ class WarmProcess:
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 time.sleep(0.05)
-        self.returncode = LOST
         self._close_pidfd()
+        self.returncode = LOST
         return True
 
     def _close_pidfd(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        with self._fd_lock:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+
+    def __del__(self):
+        try:
+            self._close_pidfd()
+            if self.report is not None:
+                self.report.close()
+        except (AttributeError, OSError):
+            pass
 
     def poll(self) -> int | None:
         self._collect(0)
@@ -281,10 +320,6 @@ class WarmProcess:
         """Write ``input``, read both output pipes to their end, wait; as ``Popen.communicate``
         (called again after a timeout, it goes on where it stopped)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self.stdin is not None and not self.stdin.closed:
-            if input:
-                self.stdin.write(input)
-            self.stdin.close()
         if self._readers is None:
             self._readers = []
             for stream in (self.stdout, self.stderr):
@@ -295,6 +330,13 @@ class WarmProcess:
                     self._readers.append((reader, box))
                 else:
                     self._readers.append((None, box))
+            if self.stdin is not None and not self.stdin.closed:
+                try:
+                    if input:
+                        self.stdin.write(input)
+                    self.stdin.close()
+                except BrokenPipeError:
+                    pass  # the child has stopped reading, as Popen.communicate lets it
         for reader, _ in self._readers:
             if reader is not None:
                 reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -307,8 +349,18 @@ class WarmProcess:
         return tuple(box[0] if reader is not None else None for reader, box in self._readers)
 
     def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
+        """Signal the process, unless it has ended: through its pidfd, which names this process
+        and no later one with its pid (the helper reaps it before its exit status reaches us)."""
+        with self._fd_lock:
+            if self.returncode is not None:
+                return
+            try:
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signum)
+                else:
+                    os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass  # it has just ended
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -324,6 +376,15 @@ class WarmProcess:
             if stream is not None and not stream.closed:
                 stream.close()
         self.wait()
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (os.umask would, for a moment, in every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):  # older kernels: the helper's own, as at its start
+        return None
 
 
 def _exists(pid: int) -> bool:
@@ -348,6 +409,9 @@ def _serve(control: socket.socket):
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    # The helper shares the caller's process group (so that a child does, as a plain child
+    # would): a terminal's Ctrl-C reaches it too, and must not end it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reports: dict[int, socket.socket] = {}  # child's pid → the socket its exit status goes to
     control.sendall(READY)
     while True:
@@ -398,6 +462,7 @@ def _serve(control: socket.socket):
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts
             for sock in (control, report, *reports.values()):  # control is open: a request came
                 sock.close()
             os.close(wake_r)
@@ -428,6 +493,14 @@ def _become(request: dict) -> None:
 
     if request["new_session"]:
         os.setsid()
+    # What the caller has now, not what it had when the helper started.
+    if request["umask"] is not None:
+        os.umask(request["umask"])
+    try:
+        os.sched_setaffinity(0, request["affinity"])
+        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+    except OSError:  # a nicer helper than its caller cannot be made less nice without privilege
+        pass
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

@@ -72,9 +72,10 @@ class Workers:
 
     def __init__(self, jobs: int, echo: bool = False, preload: tuple[str, ...] = ()):
         self.jobs, self.echo = jobs, echo  # echo: show a training's output as it comes (one job)
-        # The trainings are forked from a helper that imports torch and mlp once, starting now
-        # (mlp.training.warmstart); ``preload`` names more modules they import.
-        self.starter = Starter({**os.environ, "PYTHONUNBUFFERED": "1"}, TRAINING_MODULES + preload)
+        # The trainings are forked from a helper that imports torch and mlp once (started by the
+        # first of run and train: mlp.training.warmstart); ``preload`` names more modules they import.
+        self.preload = TRAINING_MODULES + preload
+        self.starter: Starter | None = None
         self.threads = worker_threads(jobs)  # the most each training may use (auto measures within it)
         self.fixed = explicit_threads() is not None
         self.lock = threading.Lock()
@@ -94,12 +95,20 @@ class Workers:
     def run(self, loop: Callable[[], None]) -> None:
         """Run ``loop`` in ``jobs`` threads, with the signals passed on, until every one returns;
         the first exception one raised is raised here."""
+        self._start()  # on this thread, which the helper dies with: one that outlives the run
         try:
             with signals.handling(self.stop), ThreadPoolExecutor(self.jobs) as pool:
                 for future in [pool.submit(loop) for _ in range(self.jobs)]:
                     future.result()
         finally:
             self.starter.close()
+            self.starter = None
+
+    def _start(self) -> Starter:
+        with self.lock:
+            if self.starter is None:
+                self.starter = Starter({**os.environ, "PYTHONUNBUFFERED": "1"}, self.preload)
+            return self.starter
 
     def running(self) -> dict[Hashable, subprocess.Popen | warmstart.WarmProcess]:
         with self.lock:
@@ -113,6 +122,8 @@ class Workers:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if not self.fixed:  # an OMP_NUM_THREADS the user set passes on as it is; else each its share
             env[threads.SHARE_ENV] = str(self.threads)
+        starter = self._start()
+        starter.wait_ready()  # the helper's imports, waited for here, not while a signal waits for the lock
         with self.lock:  # a signal arriving now must either prevent this start or reach this child
             if self.signum is not None:
                 return None, ""
@@ -126,7 +137,7 @@ class Workers:
                 log.flush()
                 start = log.tell()
                 # The training's parent (this process, or the warm-start helper) goes in PARENT_ENV.
-                proc = self.starter.popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                proc = starter.popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True, parent_env=PARENT_ENV)
             self.children[key] = proc
         try:
