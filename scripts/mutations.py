@@ -55,6 +55,7 @@ TESTS: dict[str, list[str]] = {
     "mlp/comparison/trainings.py": [f"{UNITS}workers.py"],
     "mlp/sweep/leaderboard.py": [f"{UNITS}workers.py"],
     "mlp/training/warmstart.py": ["tests/test_warmstart.py"],
+    "mlp/training/warmhelper.py": ["tests/test_warmstart.py"],
 }
 
 
@@ -68,7 +69,7 @@ CKPT, DURABLE, FOLDER = "run/checkpoint.py", "run/durable.py", "run/folder.py"
 EVAL, DATA = "commands/evaluate.py", "data.py"
 DIAG, FINDINGS, MODEL = "observe/diagnostics.py", "comparison/findings.py", "model.py"
 PREDICT, NOVELTY = "commands/predict.py", "observe/novelty.py"
-WARM = "training/warmstart.py"
+WARM, HELPER = "training/warmstart.py", "training/warmhelper.py"
 WORKERS, TRAININGS, BOARD = "training/workers.py", "comparison/trainings.py", "sweep/leaderboard.py"
 THREADS = "threads.py"
 
@@ -293,22 +294,22 @@ MUTATIONS: list[Mutation] = [
     M(THREADS, 'return [given], f"auto: OMP_NUM_THREADS={given}"', 'pass',
       "an OMP_NUM_THREADS in the environment no longer fixes the count"),
     # --- added with warm starts (issue 24)
-    M(WARM, "        sys.modules[\"numpy\"].random.seed()", "        pass", "every warm process draws the same NumPy random numbers"),
-    M(WARM, "    os.chdir(request[\"cwd\"])\n", "", "a warm process runs in the helper's folder"),
-    M(WARM, "    sys.path[0] = os.getcwd()  # as `python -m` puts it\n", "",
+    M(HELPER, "        sys.modules[\"numpy\"].random.seed()", "        pass", "every warm process draws the same NumPy random numbers"),
+    M(HELPER, "    os.chdir(request[\"cwd\"])\n", "", "a warm process runs in the helper's folder"),
+    M(HELPER, "    sys.path[0] = os.getcwd()  # as `python -m` puts it\n", "",
       "a warm process imports from the helper's folder, not its own"),
-    M(WARM, "if request[\"new_session\"]:", "if False:", "start_new_session is ignored"),
+    M(HELPER, "if request[\"new_session\"]:", "if False:", "start_new_session is ignored"),
     M(WARM, "and startup_env(env) == startup_env(self.env) and", "and",
       "a process with another OMP_NUM_THREADS is forked from a helper that loaded libgomp with its own"),
-    M(WARM, "ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller", "pass",
+    M(HELPER, "ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller", "pass",
       "the helper outlives a killed caller"),
     M(WARM, "        self.returncode = LOST\n", "        self.returncode = 0\n",
       "a child whose helper died is reported as having succeeded"),
-    M(WARM, "os.dup2(fd, target)", "pass", "a warm process writes to the helper's streams"),
-    M(WARM, "signal.signal(signal.SIGINT, signal.SIG_IGN)", "pass", "a terminal's Ctrl-C kills the helper"),
-    M(WARM, "signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts", "pass",
+    M(HELPER, "os.dup2(fd, target)", "pass", "a warm process writes to the helper's streams"),
+    M(HELPER, "signal.signal(signal.SIGINT, signal.SIG_IGN)", "pass", "a terminal's Ctrl-C kills the helper"),
+    M(HELPER, "signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts", "pass",
       "a warm child ignores SIGINT"),
-    M(WARM, "        os.umask(request[\"umask\"])", "        pass", "a warm child has the helper's umask"),
+    M(HELPER, "        os.umask(request[\"umask\"])", "        pass", "a warm child has the helper's umask"),
     M(WARM, "            except ProcessLookupError:\n                pass  # it has just ended",
       "            except ProcessLookupError:\n                raise", "signalling an ended process raises"),
     M(WARM, "self._readers.append((reader, box))\n                else:\n                    self._readers.append((None, box))\n"

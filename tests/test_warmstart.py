@@ -49,8 +49,15 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def starter():
-    with warmstart.Starter(dict(os.environ)) as started:
-        yield started
+    with pytest.MonkeyPatch.context() as patch:  # these tests are of the warm path, also under MLP_WARM_START=0
+        patch.delenv(warmstart.ENABLE_ENV, raising=False)
+        with warmstart.Starter(dict(os.environ)) as started:
+            yield started
+
+
+@pytest.fixture(autouse=True)
+def _warm(monkeypatch):
+    monkeypatch.delenv(warmstart.ENABLE_ENV, raising=False)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from typing import Any, Callable
 from mlp.errors import Pruned, UserError
 from mlp.sweep.space import Space
 from mlp.sweep.storage import hide_password, open_storage, quiet_optuna, storage_kept
+from mlp.training import signals
 
 HEARTBEAT_S = 30  # how often a worker marks its trials alive
 STALE_AFTER_S = 300  # a trial whose worker (on another machine) has been silent this long is taken over
@@ -89,16 +90,6 @@ def this_worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "machine": machine, "pid": os.getpid()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_abandoned(trial, me: dict[str, Any], now: float) -> bool:
     """Whether a RUNNING trial's worker let it go: released on a stop, gone, or silent too long."""
     attrs = trial.system_attrs
@@ -107,7 +98,7 @@ def is_abandoned(trial, me: dict[str, Any], now: float) -> bool:
     worker, beat = attrs.get("mlp:worker"), attrs.get("mlp:heartbeat")
     if worker is None or beat is None:  # just taken: its worker is writing these now
         return False
-    if worker.get("machine") == me["machine"] and not _alive(worker.get("pid", -1)):
+    if worker.get("machine") == me["machine"] and not signals.alive(worker.get("pid", -1)):
         return True
     return now - beat > STALE_AFTER_S
 

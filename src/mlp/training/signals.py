@@ -8,6 +8,7 @@ step, save, stop); ``mlp compare`` and ``mlp sweep`` install ``Workers.stop`` th
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from typing import Callable
@@ -65,3 +66,14 @@ class StopRequest:
 
     def installed(self):
         return handling(self._handle)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

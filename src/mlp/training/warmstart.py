@@ -3,7 +3,7 @@
 A fresh ``mlp train`` spends about 5 s of a 2-core CPU before its first step importing torch,
 ``torch._dynamo`` (which every optimizer pulls in) and mlp itself (docs/speed.md), and ``mlp
 compare`` and ``mlp sweep`` start one per training.  A ``Starter`` keeps one helper process
-(``python -m mlp.training.warmstart``) that imports them once and then forks a child per request.
+(``python -m mlp.training.warmhelper``) that imports them once and then forks a child per request.
 The child runs ``python -m mlp ARGS`` from there as a new interpreter would: its own process id,
 arguments, environment, working folder, umask, CPU affinity and niceness (the caller's at the
 request), process group and session (the caller's, or a new one), standard streams, exit code or
@@ -44,6 +44,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from mlp.training import signals
 
 ENABLE_ENV = "MLP_WARM_START"  # 0: every process starts cold
 # Read once, as an interpreter, libgomp, MKL or torch loads: a request that changes one of these
@@ -88,7 +90,7 @@ class Starter:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.helper = subprocess.Popen(
-                [sys.executable, "-m", "mlp.training.warmstart", str(theirs.fileno()), str(os.getpid()),
+                [sys.executable, "-m", "mlp.training.warmhelper", str(theirs.fileno()), str(os.getpid()),
                  ",".join(preload)],
                 env=self.env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         except OSError:
@@ -285,7 +287,7 @@ class WarmProcess:
                 return False
         else:  # no pidfd: poll whether the process still exists
             deadline = None if timeout is None else time.monotonic() + timeout
-            while _exists(self.pid):
+            while signals.alive(self.pid):
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 time.sleep(0.05)
@@ -385,155 +387,3 @@ def _umask() -> int | None:
             return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
     except (OSError, StopIteration, ValueError):  # older kernels: the helper's own, as at its start
         return None
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
-# The helper's side.
-
-
-def _serve(control: socket.socket):
-    """Fork a child per request until the control socket closes; returns the request in a child,
-    never in the helper (which exits)."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    # The helper shares the caller's process group (so that a child does, as a plain child
-    # would): a terminal's Ctrl-C reaches it too, and must not end it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reports: dict[int, socket.socket] = {}  # child's pid → the socket its exit status goes to
-    control.sendall(READY)
-    while True:
-        if control is None and not reports:
-            sys.exit(0)
-        ready, _, _ = select.select([wake_r] if control is None else [control, wake_r], [], [])
-        if wake_r in ready:
-            try:
-                while os.read(wake_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
-        while reports:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            report = reports.pop(pid, None)
-            if report is not None:
-                _send(report, b"exit %d" % os.waitstatus_to_exitcode(status))
-                report.close()
-        if control is None or control not in ready:
-            continue
-        try:
-            message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 4)
-        except OSError:
-            message, fds = b"", []
-        if not message:  # no more requests: exit once the children still running have ended
-            control.close()
-            control = None
-            continue
-        if len(fds) != 4:  # not a request of ours
-            for fd in fds:
-                os.close(fd)
-            continue
-        report = socket.socket(fileno=fds[0])
-        streams = fds[1:]
-        try:
-            pid = os.fork()
-        except OSError:  # e.g. out of memory: this one starts cold
-            for fd in set(streams):
-                os.close(fd)
-            _send(report, b"fail")
-            report.close()
-            continue
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts
-            for sock in (control, report, *reports.values()):  # control is open: a request came
-                sock.close()
-            os.close(wake_r)
-            os.close(wake_w)
-            for target, fd in enumerate(streams):
-                os.dup2(fd, target)  # inheritable, as a child's standard streams are
-            for fd in set(streams):
-                if fd > 2:
-                    os.close(fd)
-            return json.loads(message)
-        for fd in set(streams):
-            os.close(fd)
-        reports[pid] = report
-        _send(report, b"pid %d" % pid)
-
-
-def _send(report: socket.socket, message: bytes) -> None:
-    try:
-        report.send(message)
-    except OSError:
-        pass  # the caller is gone
-
-
-def _become(request: dict) -> None:
-    """In a forked child: take the request's session, folder, environment and arguments, as
-    ``python -m MODULE ARGS`` started there would have them, and run it."""
-    import runpy
-
-    if request["new_session"]:
-        os.setsid()
-    # What the caller has now, not what it had when the helper started.
-    if request["umask"] is not None:
-        os.umask(request["umask"])
-    try:
-        os.sched_setaffinity(0, request["affinity"])
-        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
-    except OSError:  # a nicer helper than its caller cannot be made less nice without privilege
-        pass
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    sys.path[0] = os.getcwd()  # as `python -m` puts it
-    if "numpy" in sys.modules:  # as a new interpreter seeds it (Python's random reseeds itself in a child)
-        sys.modules["numpy"].random.seed()
-    try:  # in top and ps -o comm: "mlp train" rather than the helper's python (15 bytes at most)
-        import ctypes
-
-        ctypes.CDLL(None).prctl(15, " ".join([request["module"], *request["args"][:1]]).encode()[:15])  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
-    sys.argv = [request["module"], *request["args"]]  # run_module sets argv[0] to the module's file
-    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-
-
-def _helper(fd: int, caller: int, preload: str) -> None:
-    import ctypes
-    import importlib
-
-    control = socket.socket(fileno=fd)
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller
-    if os.getppid() != caller:  # it died before the kernel was told
-        sys.exit(0)
-    import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401
-    import mlp.cli  # noqa: F401
-
-    for name in filter(None, preload.split(",")):
-        importlib.import_module(name)
-    request = _serve(control)
-    _become(request)
-
-
-if __name__ == "__main__":
-    _helper(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
