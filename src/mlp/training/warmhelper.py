@@ -60,23 +60,29 @@ def _serve(control: socket.socket):
             report.close()
             continue
         if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts
-            for sock in (control, report, *reports.values()):  # control is open: a request came
-                sock.close()
-            os.close(wake_r)
-            os.close(wake_w)
-            for target, fd in enumerate(streams):
-                os.dup2(fd, target)  # inheritable, as a child's standard streams are
-            for fd in set(streams):
-                if fd > 2:
-                    os.close(fd)
+            _leave_helper([control, report, *reports.values()], [wake_r, wake_w], streams)
             return json.loads(message)
         for fd in set(streams):
             os.close(fd)
         reports[pid] = report
         _send(report, b"pid %d" % pid)
+
+
+def _leave_helper(sockets: list[socket.socket], pipe: list[int], streams: list[int]) -> None:
+    """In a child just forked: the signal handling a new interpreter has, none of the helper's
+    sockets and pipes, and the request's standard streams."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as it starts
+    for sock in sockets:
+        sock.close()
+    for fd in pipe:
+        os.close(fd)
+    for target, fd in enumerate(streams):
+        os.dup2(fd, target)  # inheritable, as a child's standard streams are
+    for fd in set(streams):
+        if fd > 2:
+            os.close(fd)
 
 
 def _drain(fd: int) -> None:
