@@ -138,7 +138,7 @@ class Workers:
                 start = log.tell()
                 # The training's parent (this process, or the warm-start helper) goes in PARENT_ENV.
                 proc = starter.popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True, parent_env=PARENT_ENV)
+                                     stderr=subprocess.STDOUT, start_new_session=True, parent_env=PARENT_ENV)
             self.children[key] = proc
         try:
             last = _follow(log_file, start, proc, self.echo)
