@@ -301,7 +301,7 @@ MUTATIONS: list[Mutation] = [
     M(HELPER, "if request[\"new_session\"]:", "if False:", "start_new_session is ignored"),
     M(WARM, "and startup_env(env) == startup_env(self.env) and", "and",
       "a process with another OMP_NUM_THREADS is forked from a helper that loaded libgomp with its own"),
-    M(HELPER, "ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller", "pass",
+    M(HELPER, "    signals.die_with_parent(signal.SIGKILL)\n", "",
       "the helper outlives a killed caller"),
     M(WARM, "        self.returncode = LOST\n", "        self.returncode = 0\n",
       "a child whose helper died is reported as having succeeded"),

@@ -21,7 +21,7 @@ os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fakedata import write_cifar, write_mnist
-from mlp.training import warmstart
+from mlp.training import warmstart, workers
 
 # The real data (CI sets MLP_DATA_ROOT=../shared/data); captured before any test changes it.
 # Made absolute here, since every test runs in a folder of its own.
@@ -77,10 +77,10 @@ def tiny_config(tmp_path) -> Path:
 # code, signals, streams, folder and environment; one whose environment changes a variable read
 # at start-up (OMP_NUM_THREADS, PYTHON*, ...) starts as a new interpreter, as does every one
 # with MLP_WARM_START=0.  tests/test_warmstart.py checks the warm ones behave as fresh ones do.
-PRELOAD = ("mlp.training.loop", "mlp.observe.figures", "matplotlib.figure", "matplotlib.backends.backend_agg",
-           "matplotlib.colors", "matplotlib.ticker", "mlp.commands.evaluate", "mlp.commands.predict",
-           "mlp.commands.runs", "mlp.comparison.report", "mlp.sweep.study")
+PRELOAD = workers.TRAINING_MODULES + ("mlp.commands.evaluate", "mlp.commands.predict", "mlp.commands.runs",
+                                      "mlp.comparison.report", "mlp.sweep.study")
 _starter: warmstart.Starter | None = None
+WARM_SESSION = warmstart.available()  # False under MLP_WARM_START=0: every process starts cold
 
 
 class _SessionStarter(warmstart.Starter):
@@ -100,8 +100,6 @@ def _warm_starter():
     imports overlap the first tests: one for the command line, one for in-process trainings
     (with ``Workers``' own environment: PYTHONUNBUFFERED=1)."""
     global _starter
-    from mlp.training import workers
-
     _starter = warmstart.Starter(dict(os.environ), PRELOAD)
     trainings = _SessionStarter({**os.environ, "PYTHONUNBUFFERED": "1"},
                                 workers.TRAINING_MODULES + ("mlp.sweep.study",))

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import run_mlp
+from conftest import WARM_SESSION, start_mlp
 from mlp.training import warmstart
 
 # A module that reports, as JSON on stdout, what a process started with it has.
@@ -226,7 +226,12 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_command_line_answers_the_same_warm_and_cold(tmp_path):
-    warm = run_mlp("train", "--config", tmp_path / "missing.yaml")
+    proc = start_mlp("train", "--config", tmp_path / "missing.yaml", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+    # the tests' command-line processes do start warm (unless the whole run was made cold)
+    assert isinstance(proc, warmstart.WarmProcess) or not WARM_SESSION
+    out, err = proc.communicate(timeout=120)
+    warm = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     cold = subprocess.run([sys.executable, "-m", "mlp", "train", "--config", str(tmp_path / "missing.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert warm.returncode == cold.returncode == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from contextlib import contextmanager
 from typing import Callable
 
@@ -66,6 +67,17 @@ class StopRequest:
 
     def installed(self):
         return handling(self._handle)
+
+
+def die_with_parent(signum: int) -> bool:
+    """Ask Linux to send this process ``signum`` when its parent (the thread that started it)
+    dies (PR_SET_PDEATHSIG); whether it could (not elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signum)  # 1 = PR_SET_PDEATHSIG
+    return True
 
 
 def alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 
+from mlp.training import signals
 from mlp.training.warmstart import MAX_REQUEST, READY
 
 
@@ -147,11 +148,10 @@ def _become(request: dict) -> None:
 
 
 def _helper(fd: int, caller: int, preload: str) -> None:
-    import ctypes
     import importlib
 
     control = socket.socket(fileno=fd)
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: die with the caller
+    signals.die_with_parent(signal.SIGKILL)
     if os.getppid() != caller:  # it died before the kernel was told
         sys.exit(0)
     import torch  # noqa: F401

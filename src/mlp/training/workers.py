@@ -35,7 +35,7 @@ from typing import Callable, Hashable
 from mlp import threads
 from mlp.files import open_log
 from mlp.training import signals, warmstart
-from mlp.training.warmstart import Starter
+from mlp.training.warmstart import Starter  # named here, so that the tests can hand every run one helper
 
 PARENT_ENV = "MLP_PARENT_PID"  # set in a training started here: the process it dies with
 # What a training imports beyond torch and mlp.cli: the warm-start helper imports them once.
@@ -175,11 +175,7 @@ def follow_parent() -> None:
     if not parent.isdigit():
         return
     parent_pid = int(parent)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    else:
+    if not signals.die_with_parent(signal.SIGTERM):
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:  # the parent was gone before the kernel was told to watch it
         os.kill(os.getpid(), signal.SIGTERM)
