@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from mlp.config import ModelConfig
-from mlp.model import ACTIVATIONS, ALIASES, Swish, build_model, count_parameters, hidden_layers
+from mlp.errors import UserError
+from mlp.model import (ACTIVATIONS, ALIASES, CentreCrop, Swish, build_model, count_parameters, describe_input,
+                       hidden_layers, parameter_count)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS) + sorted(ALIASES))
@@ -87,3 +89,34 @@ def test_orthogonal_init_and_auto_records_what_it_picked():
     assert init_label(ModelConfig(activation="relu", init="he")) == "He"
     assert init_label(ModelConfig(activation="selu")) == "auto: LeCun"
     assert init_label(ModelConfig(init="xavier", init_gain=2.0)) == "Glorot × gain 2"
+
+
+@pytest.mark.parametrize("height, width, size", [(28, 28, 20), (28, 28, 19), (32, 32, 24), (27, 30, 21), (5, 5, 5)])
+def test_the_crop_takes_the_pixels_torchvisions_center_crop_takes(height, width, size):
+    from torchvision.transforms.v2.functional import center_crop
+
+    images = torch.arange(2 * 3 * height * width, dtype=torch.float32).reshape(2, 3, height, width)
+    assert torch.equal(CentreCrop(size, height, width)(images), center_crop(images, [size, size]))
+
+
+def test_a_cropped_model_reads_the_centre_alone():
+    model = build_model(ModelConfig(width=16, crop=20), (1, 28, 28), 10)
+    assert [n for n, _ in model.named_children()] == ["crop", "flatten", "hidden0", "output"]
+    assert model.hidden0.linear.in_features == 400
+    assert count_parameters(model) == parameter_count(ModelConfig(width=16, crop=20), (1, 28, 28), 10)[0]
+    assert describe_input(ModelConfig(crop=20), (1, 28, 28)) == "400 (the centre 20×20 of 28×28)"
+    assert describe_input(ModelConfig(), (1, 28, 28)) == "784"
+    x = torch.randn(4, 1, 28, 28)
+    border, centre = x.clone(), x.clone()
+    border[..., :4, :] += 5.0  # the 4 rows above the centre 20×20
+    border[..., :, 24:] -= 5.0  # the 4 columns to its right
+    centre[..., 4, 4] += 5.0  # the centre's top-left pixel
+    with torch.no_grad():
+        assert torch.equal(model(border), model(x))
+        assert not torch.equal(model(centre), model(x))
+    # a crop the size of the image is the whole image; a larger one is refused in one line
+    assert build_model(ModelConfig(width=4, crop=28), (1, 28, 28), 10).hidden0.linear.in_features == 784
+    with pytest.raises(UserError, match=r"^model.crop is 33 but the images are 32×32; choose a crop of at most 32"):
+        build_model(ModelConfig(width=4, crop=33), (3, 32, 32), 10)
+    with pytest.raises(ValueError):
+        ModelConfig(crop=0)

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import subprocess
+import sys
+import textwrap
+import warnings
 
 import pytest
 import torch
@@ -227,3 +231,123 @@ def test_metrics_record_where_the_time_went(tiny_config):
     timings = metrics["timings"]
     assert {"data", "build", "tensorboard", "train", "validation", "writing", "test", "figures"} <= timings.keys()
     assert timings["train"] >= metrics["epochs"][0]["train_time_s"] > 0
+
+
+def test_a_cropped_model_trains_and_its_checkpoint_alone_evaluates_predicts_and_exports(tiny_config, tmp_path):
+    """model.crop: the run says what the first layer reads, and everything rebuilt from the
+    checkpoint (eval, predict, the TorchScript export) crops the same way."""
+    from PIL import Image
+
+    from mlp.commands.predict import predict_files
+    from mlp.data import read_split, resolve_root
+    from mlp.run.checkpoint import rebuild_model
+
+    done = run_mlp("train", "--config", tiny_config, "--set", "model.crop=20", "--set", "train.epochs=1",
+                   "--no-progress", "--run-dir", tmp_path / "crop")
+    assert done.returncode == 0, done.stderr
+    assert "model    400 (the centre 20×20 of 28×28) → 64 → 10, relu" in done.stdout
+    checkpoint = tmp_path / "crop" / "checkpoint.pth"
+    metrics = json.loads((tmp_path / "crop" / "metrics.json").read_text())
+    assert evaluate_checkpoint(checkpoint)["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    ckpt = load_checkpoint(checkpoint)
+    assert ckpt["input_shape"] == [1, 28, 28] and ckpt["model_state"]["hidden0.linear.weight"].shape == (64, 400)
+
+    images, _, _ = read_split("mnist", resolve_root("data"), train=False)
+    files = []
+    for k in range(3):
+        Image.fromarray(images[k, 0].numpy()).save(tmp_path / f"{k}.png")
+        files.append(tmp_path / f"{k}.png")
+    predictions, unreadable = predict_files(checkpoint, files, top_k=10, prepare=False)
+    assert unreadable == []
+    _, model = rebuild_model(ckpt)
+    norm = ckpt["normalization"]
+    x = images[:3].float().div(255)
+    with torch.no_grad():
+        expected = model.eval()((x - norm["mean"][0]) / norm["std"][0]).softmax(1)
+    for row, prediction in zip(expected, predictions):
+        assert prediction["index"] == int(row.argmax())
+        assert prediction["probability"] == pytest.approx(float(row.max()), abs=1e-5)
+
+    exported = run_mlp("export", checkpoint, "--out", tmp_path / "model.pt")
+    assert exported.returncode == 0, exported.stderr
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load says it is deprecated
+        scripted = torch.jit.load(str(tmp_path / "model.pt"))(x).softmax(1)
+    torch.testing.assert_close(scripted, expected, atol=1e-5, rtol=0)
+
+
+# What Trainer does while a thread imports torch._dynamo (mlp.training.trainer.import_meanwhile),
+# run in a new interpreter that has imported what `mlp train` imports before it, with every
+# later import recorded: there must be none, or the two threads could wait on each other.
+WINDOW = """
+import sys
+import mlp.cli, mlp.training.loop
+from mlp.config import load_config
+from mlp.data import files_in_place, load_data
+from mlp.observe.novelty import input_profile
+from mlp.training.state import data_fingerprint
+import torch
+
+cfgs = [load_config(None, [f"data.dataset={name}", "data.val_size=100"]) for name in ("mnist", "cifar10")]
+assert all(files_in_place(cfg.data) for cfg in cfgs)
+imported = []
+
+class Record:
+    def find_spec(self, name, path=None, target=None):
+        imported.append(name)
+
+sys.meta_path.insert(0, Record())
+for cfg in cfgs:
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    input_profile(data.train.images)
+    data_fingerprint(data)
+print(imported)
+"""
+
+
+def test_reading_mnist_or_cifar_imports_nothing_so_dynamo_can_be_imported_meanwhile():
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(WINDOW)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_files_in_place_only_for_a_named_data_set_with_all_its_files(tmp_path, monkeypatch):
+    from mlp.data import files_in_place
+
+    assert files_in_place(load_config(None, []).data)
+    assert not files_in_place(load_config(None, ["data.dataset=cifar100"]).data)  # not in the fake root
+    assert not files_in_place(load_config(None, ["data.dataset=folder", f"data.root={tmp_path}"]).data)
+    monkeypatch.setenv("MLP_DATA_ROOT", str(tmp_path))
+    assert not files_in_place(load_config(None, []).data)
+
+
+def test_import_meanwhile_imports_on_another_thread_and_leaves_errors_to_the_import_that_needs_it(
+        tmp_path, monkeypatch):
+    from mlp.training.trainer import import_meanwhile
+
+    (tmp_path / "slow_probe.py").write_text("import threading, time\nTHREAD = threading.current_thread().name\n"
+                                            "time.sleep(0.2)\n")
+    (tmp_path / "broken_probe.py").write_text("raise RuntimeError('broken on purpose')\n")
+    (tmp_path / "skipped_probe.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wait = import_meanwhile("slow_probe")
+    wait()
+    assert sys.modules["slow_probe"].THREAD == "import slow_probe"
+    import_meanwhile("skipped_probe", when=False)()
+    assert "skipped_probe" not in sys.modules
+    import_meanwhile("broken_probe")()  # the thread's failure is not raised here ...
+    assert "broken_probe" not in sys.modules
+    with pytest.raises(RuntimeError, match="broken on purpose"):  # ... but by the import that needs it
+        import broken_probe  # noqa: F401
+    for name in ("slow_probe", "broken_probe", "skipped_probe"):
+        sys.modules.pop(name, None)
+
+
+def test_the_pixel_sum_is_a_float64_sum():
+    from mlp.training.state import pixel_sum
+
+    images = torch.randn(3000, 1, 28, 28) * 3 + 0.25
+    exact = float(images.double().sum())
+    assert pixel_sum(images) == pytest.approx(exact, rel=1e-12, abs=1e-9)
+    assert pixel_sum(images[:, :, 2:20, 3:]) == pytest.approx(float(images[:, :, 2:20, 3:].double().sum()), rel=1e-12, abs=1e-9)
+    assert pixel_sum(images.bfloat16()) == pytest.approx(float(images.bfloat16().double().sum()), rel=1e-12, abs=1e-9)

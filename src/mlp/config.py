@@ -118,6 +118,8 @@ class ModelConfig(_Section):
                             "Glorot for sigmoid/tanh, LeCun for SELU); README's init table")
     init_gain: Float = Field(1.0, gt=0.0, description="every initial weight times this; 1 keeps the scheme's own variance")
     bias: bool = Field(True, description="give every Linear layer a bias")
+    crop: Int | None = Field(None, ge=1, description="read only the centre crop×crop pixels of each image "
+                                                      "(a centre crop before the Flatten); null: the whole image")
 
     @field_validator("width")
     @classmethod
@@ -172,7 +174,8 @@ class TrainConfig(_Section):
         "off", description="torch.compile mode, or off")
     diagnostics: Literal["step", "epoch", "off"] = Field(
         "step", description="per-layer statistics in TensorBoard (dead units, activations, gradients): "
-                            "every log_every steps, once an epoch, or off")
+                            "every log_every steps, once an epoch, or off (which also leaves out the figures, the "
+                            "model graph and the input grid)")
     histogram_every: Int = Field(1, ge=0, description="epochs between per-layer histograms; 0: none")
     threads: Literal["auto"] | Annotated[Int, Field(ge=1)] = Field(
         "auto", description="CPU threads: auto (OMP_NUM_THREADS if set, else the fastest of 1 to the usable "

@@ -77,6 +77,15 @@ def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
     return Path(root) / info.folder, files
 
 
+def files_in_place(data_cfg) -> bool:
+    """Whether a named data set's files are all there, so that reading them downloads nothing (and
+    imports nothing: mlp.training.trainer.import_meanwhile); False for an image folder."""
+    if data_cfg.dataset == "folder":
+        return False
+    folder, files = expected_files(data_cfg.dataset, resolve_root(data_cfg.root))
+    return all((folder / f).is_file() for f in files)
+
+
 def ensure_files(name: str, root: Path, download: bool, for_eval: bool = False,
                  point: str = f"point data.root (or ${DATA_ROOT_ENV}) at the folder that holds {{folder}}/") -> None:
     """Download the missing files if asked to; else a UserError naming them and the fix.

@@ -1,8 +1,9 @@
 """The activation registry and the MLP builder.
 
-The model is Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, built as
-nested ``nn.Sequential`` so every piece has a readable name in the state dict and in
-TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.
+The model is [centre crop?] → Flatten → [Linear → norm? → activation → dropout?] × depth → Linear,
+built as nested ``nn.Sequential`` so every piece has a readable name in the state dict and in
+TensorBoard: ``hidden0.linear``, ``hidden0.activation``, ..., ``output``.  ``model.crop`` puts a
+``CentreCrop`` (no weights) first: the model then reads only the centre crop × crop pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from mlp.errors import did_you_mean
+from mlp.errors import UserError, did_you_mean
 
 
 class Swish(nn.Module):
@@ -34,6 +35,46 @@ class Swish(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta.item():.3g}, learnable={isinstance(self.beta, nn.Parameter)}"
+
+
+class CentreCrop(nn.Module):
+    """The centre ``size`` × ``size`` pixels of images (N, C, height, width), placed as torchvision's
+    ``center_crop`` places them: ``round((height - size) / 2)`` rows above, likewise columns to the
+    left.  The offsets are fixed for the images' size when the model is built (so tracing, export
+    and compilation see plain slices)."""
+
+    def __init__(self, size: int, height: int, width: int):
+        super().__init__()
+        self.size, self.height, self.width = size, height, width
+        self.top, self.left = (int(round((n - size) / 2.0)) for n in (height, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.top:self.top + self.size, self.left:self.left + self.size]
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, of {self.height}×{self.width}"
+
+
+def model_input_shape(model_cfg, input_shape) -> tuple[int, ...]:
+    """What the first Linear layer reads: the images' (C, H, W), or (C, crop, crop) with ``model.crop``;
+    a crop larger than the images is refused."""
+    crop = getattr(model_cfg, "crop", None)
+    if crop is None:
+        return tuple(input_shape)
+    channels, height, width = input_shape
+    if crop > min(height, width):
+        raise UserError(f"model.crop is {crop} but the images are {height}×{width}; "
+                        f"choose a crop of at most {min(height, width)}, or null for the whole image")
+    return channels, crop, crop
+
+
+def describe_input(model_cfg, input_shape) -> str:
+    """``784`` or, with a crop, ``400 (the centre 20×20 of 28×28)``: what the first layer reads."""
+    read = model_input_shape(model_cfg, input_shape)
+    text = str(math.prod(read))
+    if tuple(read) != tuple(input_shape):
+        text += f" (the centre {read[1]}×{read[2]} of {input_shape[1]}×{input_shape[2]})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -119,7 +160,7 @@ def make_activation(spec, width: int) -> nn.Module:
 
 
 def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
-    """Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised.
+    """[centre crop?] → Flatten → [Linear → norm? → activation → dropout?] × depth → Linear, initialised.
 
     A model whose weights alone would not fit in this machine's free memory is refused first.
     """
@@ -130,8 +171,12 @@ def build_model(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
 
 
 def _layers(model_cfg, input_shape, num_classes: int) -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    in_features = math.prod(input_shape)
+    read = model_input_shape(model_cfg, input_shape)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if tuple(read) != tuple(input_shape):
+        layers["crop"] = CentreCrop(read[1], *input_shape[1:])
+    layers["flatten"] = nn.Flatten()
+    in_features = math.prod(read)
     for i, width in enumerate(model_cfg.widths):
         block: OrderedDict[str, nn.Module] = OrderedDict(linear=nn.Linear(in_features, width, bias=model_cfg.bias))
         if model_cfg.norm == "batch":

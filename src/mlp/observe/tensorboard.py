@@ -17,7 +17,7 @@ tensor format, the one whose descriptions its default (fast) loader keeps.
 - ``summary/inactive_max``, ``summary/signal_ratio_first|last`` per epoch, also HParams metrics;
 - images ``visuals/inputs`` (at the start), ``visuals/misclassified_val``,
   ``visuals/confusion_matrix_test``, ``visuals/per_class_accuracy_test`` (at the end),
-  and the model graph.
+  and the model graph (the images and the graph only with ``train.diagnostics`` on).
 
 TensorBoard gives each run one colour, so the splits' numbers are runs of their own, sub-folders
 of the run (``<run>/train``, ``<run>/val``, ``<run>/test``, each with its own event file): one chart
@@ -202,7 +202,8 @@ class RunLogger:
     @_writes
     def start(self, config: dict[str, Any], model: torch.nn.Module, train_images: torch.Tensor,
               mean: list[float], std: list[float]) -> None:
-        """Once, when a run begins: hyperparameters, layout, the model graph, a grid of input images."""
+        """Once, when a run begins: hyperparameters, layout, and with the diagnostics on the model graph
+        and a grid of input images."""
         from mlp.data import resolve_root
 
         root = Path(config["data"]["root"]) if config["data"].get("dataset") == "folder" else \
@@ -211,13 +212,15 @@ class RunLogger:
         for summary in hparam_summaries(hparam_values({**config, "data": data})):
             self.writer.file_writer.add_summary(summary)
         self.writer.file_writer.add_summary(custom_scalars(scalars_layout(config["model"]["depth"])))
+        # The graph and the input grid come with the diagnostics: the graph's first trace costs
+        # about 0.2 s of CPU, and the grid's PNG imports Pillow (about 0.2 s more), each a few
+        # percent of the fast recipe, which turns the diagnostics off.
+        if config["train"].get("diagnostics", "step") == "off":
+            return
         examples = train_images[:SAMPLE_IMAGES]
-        # The graph comes with the diagnostics (its first trace costs about 0.2 s of CPU, a few
-        # percent of the fast recipe, which turns them off)
-        if config["train"].get("diagnostics", "step") != "off":
-            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
-                warnings.simplefilter("ignore", FutureWarning)
-                self.writer.add_graph(model, examples[:1])
+        with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            self.writer.add_graph(model, examples[:1])
         from mlp.observe.figures import denormalise
 
         # add_images tiles the batch into one grid itself (and needs no torchvision import)

@@ -12,6 +12,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -161,9 +162,17 @@ def data_fingerprint(data) -> dict[str, list[float]]:
     """What identifies the data a run trains on, cheaply: per split its shape, the sum of its labels
     and of its pixels (which any other data set, or another copy's damaged bytes, changes)."""
     splits = {"train": data.train, "val": data.val, "test": data.test}
-    return {name: [*split.images.shape, int(split.labels.sum().item()),
-                   float(split.images.sum(dtype=torch.float64).item())]
+    return {name: [*split.images.shape, int(split.labels.sum().item()), pixel_sum(split.images)]
             for name, split in splits.items() if split is not None}
+
+
+def pixel_sum(images: torch.Tensor) -> float:
+    """The sum of every pixel, accumulated in float64.  On the CPU numpy's sum does it (about 5× as
+    fast as torch's float64 sum there, which took 0.2 s of the fast recipe's 60,000 images); the
+    two differ in the last bits alone, far inside what ``same_data`` tolerates."""
+    if images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
+        return float(images.detach().numpy().sum(dtype=np.float64))
+    return float(images.sum(dtype=torch.float64).item())
 
 
 def same_data(saved: dict[str, list[float]], now: dict[str, list[float]]) -> str | None:

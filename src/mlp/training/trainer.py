@@ -6,8 +6,9 @@ validation and the epoch's files; ``checkpoint`` is what last.pth and checkpoint
 
 from __future__ import annotations
 
-import math
+import importlib
 import sys
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -21,12 +22,12 @@ from mlp import __version__, threads
 from mlp.training import distributed
 from mlp.training.progress import progress_bar
 from mlp.config import Config, activation_label
-from mlp.data import augment, augment_kind, batches_per_epoch, epoch_batches, load_data
+from mlp.data import augment, augment_kind, batches_per_epoch, epoch_batches, files_in_place, load_data
 from mlp.device import pick_device, resolve_precision
 from mlp.observe.diagnostics import LayerDiagnostics
 from mlp.errors import Diverged, Interrupted, UserError, first_line
 from mlp.commands.evaluate import evaluate
-from mlp.model import build_model, check_memory, count_parameters, init_label
+from mlp.model import build_model, check_memory, count_parameters, describe_input, init_label
 from mlp.observe.novelty import input_profile
 from mlp.training.optim import build_optimizer, build_scheduler
 from mlp.run.folder import RunFolder, metrics_record
@@ -55,18 +56,22 @@ class Trainer:
         # Rank 0 draws what a single process would; the other ranks get their own dropout draws
         # (their initial weights are replaced by rank 0's when DDP wraps the model).
         torch.manual_seed(cfg.seed + 2 * self.rank)
+        # Building the first torch optimizer imports torch._dynamo (about 1.5 s of Python).  A thread
+        # imports it while this one reads the data, whose file reads and tensor work release the GIL.
+        imported = import_meanwhile("torch._dynamo", when=files_in_place(cfg.data))
         with self.timed("data"):
             self.data = load_data(cfg.data, self.device, cfg.seed)
-        check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name,
-                     batch=max(min(cfg.train.batch_size, len(self.data.train)), cfg.train.eval_batch_size // 2))
-        with self.timed("build"):  # building the first torch optimizer imports torch._dynamo
+            # what the training images look like, pixel by pixel: mlp predict's novelty check
+            self.input_profile = input_profile(self.data.train.images) if self.is_main else None
+            self.fingerprint = data_fingerprint(self.data)  # a resume must train on the same data
+        with self.timed("build"):  # holds the rest of the torch._dynamo import
+            imported()
+            check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name,
+                         batch=max(min(cfg.train.batch_size, len(self.data.train)), cfg.train.eval_batch_size // 2))
             self.model = build_model(cfg.model, self.data.input_shape, len(self.data.classes)).to(self.device)
             self.forward = self.model  # the module a step calls: wrapped by DDP and compiled in start()
             self.parameters = count_parameters(self.model)
             self._setup_optimization()
-        # what the training images look like, pixel by pixel: mlp predict's novelty check
-        self.input_profile = input_profile(self.data.train.images) if self.is_main else None
-        self.fingerprint = data_fingerprint(self.data)  # a resume must train on the same data
         self.state = TrainingState(RandomStreams(cfg.seed, self.rank, self.device))
         # augmentation pads with a black pixel, normalised
         self.pad_value = (-torch.tensor(self.data.mean) / torch.tensor(self.data.std)).to(self.device)
@@ -141,7 +146,8 @@ class Trainer:
                                      **self.tuner.record(), "parameters": self.parameters,
                                      "init": init_label(cfg.model), "timings": self.timings}
         if self.is_main:
-            widths = " → ".join(map(str, [math.prod(data.input_shape), *cfg.model.widths, len(data.classes)]))
+            widths = " → ".join(map(str, [describe_input(cfg.model, data.input_shape), *cfg.model.widths,
+                                          len(data.classes)]))
             print(f"run      {folder.path}")
             print(f"model    {widths}, {activation_label(cfg.model.activation)}, init {init_label(cfg.model)}, "
                   f"{self.parameters:,} parameters")
@@ -312,6 +318,28 @@ class Trainer:
         if self.logger is not None:
             self.logger.close()
         torch.set_num_threads(self.threads_before)
+
+
+def import_meanwhile(module: str, when: bool = True) -> Callable[[], None]:
+    """Start importing ``module`` on a thread of its own (when ``when`` and it is not imported yet);
+    returns the function that waits for that import to end.  What this thread does meanwhile must
+    import nothing: two threads importing at once can each wait for a module the other holds.
+    Reading MNIST or CIFAR from files in place imports nothing (tests/test_train.py checks it); a
+    download or an image folder imports torchvision, so ``Trainer`` passes ``files_in_place``.
+    The torch thread count is left as it is, so the data come out the same bits either way.  A
+    failed import is left to the import that needs the module, which raises it there."""
+    if not when or module in sys.modules:
+        return lambda: None
+
+    def run() -> None:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001  raised again where the module is imported for use
+            pass
+
+    thread = threading.Thread(target=run, name=f"import {module}", daemon=True)
+    thread.start()
+    return thread.join
 
 
 def check_finite(losses: torch.Tensor, first_step: int) -> None:
