@@ -56,6 +56,8 @@ TESTS: dict[str, list[str]] = {
     "mlp/sweep/leaderboard.py": [f"{UNITS}workers.py"],
     "mlp/training/warmstart.py": ["tests/test_warmstart.py"],
     "mlp/training/warmhelper.py": ["tests/test_warmstart.py"],
+    "mlp/imports.py": ["tests/test_train.py::test_paused_gc_pauses_the_collector_then_freezes_what_exists_and_resumes",
+                       "tests/test_train.py::test_import_meanwhile_imports_on_another_thread_and_leaves_errors_to_the_import_that_needs_it"],
 }
 
 
@@ -72,6 +74,9 @@ PREDICT, NOVELTY = "commands/predict.py", "observe/novelty.py"
 WARM, HELPER = "training/warmstart.py", "training/warmhelper.py"
 WORKERS, TRAININGS, BOARD = "training/workers.py", "comparison/trainings.py", "sweep/leaderboard.py"
 THREADS = "threads.py"
+IMPORTS, BOARD_TB = "imports.py", "observe/tensorboard.py"
+CROP_TEST = "tests/test_model.py::test_a_cropped_model_reads_the_centre_alone"
+CROP_TV = "tests/test_model.py::test_the_crop_takes_the_pixels_torchvisions_center_crop_takes"
 
 MUTATIONS: list[Mutation] = [
     # --- the training step and the epoch (training/trainer.py; the run's course in training/loop.py)
@@ -315,4 +320,28 @@ MUTATIONS: list[Mutation] = [
     M(WARM, "self._readers.append((reader, box))\n                else:\n                    self._readers.append((None, box))\n"
             "            if self.stdin is not None", "self._readers.append((reader, box))\n                else:\n"
             "                    self._readers.append((None, box))\n            if False", "communicate never writes its input"),
+    # --- added with the fast recipe's crop and quicker start (issue 24)
+    M(MODEL, "self.top, self.left = (int(round((n - size) / 2.0)) for n in (height, width))",
+      "self.top, self.left = ((n - size) // 2 for n in (height, width))",
+      "an odd margin is split the other way from torchvision's center_crop", CROP_TV),
+    M(MODEL, "return x[..., self.top:self.top + self.size, self.left:self.left + self.size]",
+      "return x[..., :self.size, :self.size]", "the crop takes the top-left corner", CROP_TV, CROP_TEST),
+    M(MODEL, "    if crop > min(height, width):", "    if False:", "a crop larger than the images is accepted", CROP_TEST),
+    M(MODEL, "    if tuple(read) != tuple(input_shape):\n        layers", "    if False:\n        layers",
+      "model.crop is ignored: the model reads every pixel", CROP_TEST),
+    M(DATA, "    return all((folder / f).is_file() for f in files)", "    return True",
+      "dynamo is imported beside a download, which imports torchvision too",
+      "tests/test_train.py::test_files_in_place_only_for_a_named_data_set_with_all_its_files"),
+    M(IMPORTS, "            gc.freeze()\n", "", "what the imports made is scanned by every later full collection"),
+    M(IMPORTS, "    gc.disable()\n    try:", "    try:", "the collector runs during the imports"),
+    M(IMPORTS, "    thread.start()\n", "    run()\n    thread.start()\n",
+      "dynamo is imported before the data are read, not beside them"),
+    M(IMPORTS, "    if not when or module in sys.modules:", "    if module in sys.modules:",
+      "dynamo is imported beside an image folder's reading, which imports too"),
+    M(STATE, "        return float(images.detach().numpy().sum(dtype=np.float64))",
+      "        return float(images.detach().numpy().sum(dtype=np.float32))",
+      "the data fingerprint's sum is accumulated in float32", "tests/test_train.py::test_the_pixel_sum_is_a_float64_sum"),
+    M(BOARD_TB, '        if config["train"].get("diagnostics", "step") == "off":\n            return\n', "",
+      "the model graph and the input grid are written with the diagnostics off",
+      "tests/test_diagnostics.py::test_epoch_mode_histogram_interval_and_off"),
 ]

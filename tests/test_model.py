@@ -91,7 +91,7 @@ def test_orthogonal_init_and_auto_records_what_it_picked():
     assert init_label(ModelConfig(init="xavier", init_gain=2.0)) == "Glorot × gain 2"
 
 
-@pytest.mark.parametrize("height, width, size", [(28, 28, 20), (28, 28, 19), (32, 32, 24), (27, 30, 21), (5, 5, 5)])
+@pytest.mark.parametrize("height, width, size", [(28, 28, 20), (28, 28, 19), (32, 32, 24), (27, 30, 21), (31, 33, 20), (5, 5, 5)])
 def test_the_crop_takes_the_pixels_torchvisions_center_crop_takes(height, width, size):
     from torchvision.transforms.v2.functional import center_crop
 

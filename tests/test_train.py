@@ -276,7 +276,7 @@ def test_a_cropped_model_trains_and_its_checkpoint_alone_evaluates_predicts_and_
     torch.testing.assert_close(scripted, expected, atol=1e-5, rtol=0)
 
 
-# What Trainer does while a thread imports torch._dynamo (mlp.training.trainer.import_meanwhile),
+# What Trainer does while a thread imports torch._dynamo (mlp.imports.import_meanwhile),
 # run in a new interpreter that has imported what `mlp train` imports before it, with every
 # later import recorded: there must be none, or the two threads could wait on each other.
 WINDOW = """
@@ -323,7 +323,7 @@ def test_files_in_place_only_for_a_named_data_set_with_all_its_files(tmp_path, m
 
 def test_import_meanwhile_imports_on_another_thread_and_leaves_errors_to_the_import_that_needs_it(
         tmp_path, monkeypatch):
-    from mlp.training.trainer import import_meanwhile
+    from mlp.imports import import_meanwhile
 
     (tmp_path / "slow_probe.py").write_text("import threading, time\nTHREAD = threading.current_thread().name\n"
                                             "time.sleep(0.2)\n")
@@ -351,3 +351,28 @@ def test_the_pixel_sum_is_a_float64_sum():
     assert pixel_sum(images) == pytest.approx(exact, rel=1e-12, abs=1e-9)
     assert pixel_sum(images[:, :, 2:20, 3:]) == pytest.approx(float(images[:, :, 2:20, 3:].double().sum()), rel=1e-12, abs=1e-9)
     assert pixel_sum(images.bfloat16()) == pytest.approx(float(images.bfloat16().double().sum()), rel=1e-12, abs=1e-9)
+
+
+def test_paused_gc_pauses_the_collector_then_freezes_what_exists_and_resumes():
+    import gc
+
+    from mlp.imports import paused_gc
+
+    assert gc.isenabled()
+    before = gc.get_freeze_count()
+    try:
+        with paused_gc():
+            assert not gc.isenabled()
+            with paused_gc():  # a pause inside a pause: the outer one freezes and resumes
+                pass
+            assert not gc.isenabled() and gc.get_freeze_count() == before
+            made = [[] for _ in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)
+        frozen = gc.get_freeze_count()
+        gc.disable()
+        with paused_gc():
+            pass
+        assert not gc.isenabled() and gc.get_freeze_count() == frozen  # left as it was: off, nothing more frozen
+    finally:
+        gc.enable()
+        gc.unfreeze()

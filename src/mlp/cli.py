@@ -72,8 +72,10 @@ def train(
         from mlp.sweep.study import TRIAL_ENV, epoch_reporter
 
         on_epoch = epoch_reporter(os.environ[TRIAL_ENV])
-    from mlp.training.loop import train_from_files
+    from mlp.imports import paused_gc
 
+    with paused_gc():  # torch's import (mlp.imports)
+        from mlp.training.loop import train_from_files
     train_from_files(config, set_, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                      on_epoch=on_epoch)
 

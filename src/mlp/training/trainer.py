@@ -6,9 +6,7 @@ validation and the epoch's files; ``checkpoint`` is what last.pth and checkpoint
 
 from __future__ import annotations
 
-import importlib
 import sys
-import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mlp import __version__, threads
+from mlp.imports import import_meanwhile
 from mlp.training import distributed
 from mlp.training.progress import progress_bar
 from mlp.config import Config, activation_label
@@ -318,28 +317,6 @@ class Trainer:
         if self.logger is not None:
             self.logger.close()
         torch.set_num_threads(self.threads_before)
-
-
-def import_meanwhile(module: str, when: bool = True) -> Callable[[], None]:
-    """Start importing ``module`` on a thread of its own (when ``when`` and it is not imported yet);
-    returns the function that waits for that import to end.  What this thread does meanwhile must
-    import nothing: two threads importing at once can each wait for a module the other holds.
-    Reading MNIST or CIFAR from files in place imports nothing (tests/test_train.py checks it); a
-    download or an image folder imports torchvision, so ``Trainer`` passes ``files_in_place``.
-    The torch thread count is left as it is, so the data come out the same bits either way.  A
-    failed import is left to the import that needs the module, which raises it there."""
-    if not when or module in sys.modules:
-        return lambda: None
-
-    def run() -> None:
-        try:
-            importlib.import_module(module)
-        except BaseException:  # noqa: BLE001  raised again where the module is imported for use
-            pass
-
-    thread = threading.Thread(target=run, name=f"import {module}", daemon=True)
-    thread.start()
-    return thread.join
 
 
 def check_finite(losses: torch.Tensor, first_step: int) -> None:
