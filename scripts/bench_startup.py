@@ -4,14 +4,17 @@
 
 Each round runs, one after the other, ``python -c "import torch, torch._dynamo"`` (the floor:
 every torch optimizer imports torch._dynamo when it is built, so no training process starts
-faster) and ``mlp train -c configs/mnist-fast.yaml`` into a temporary folder, both with the
+faster), the same with Python's garbage collector paused (as ``mlp train`` imports them,
+mlp/imports.py: the floor of a process that imports as mlp does) and ``mlp train -c
+configs/mnist-fast.yaml`` into a temporary folder, all with the
 environment cleaned of thread settings (OMP_NUM_THREADS, OMP_WAIT_POLICY, ...), as a user who
 sets nothing runs them.  It prints one JSON line: the median wall time of each, their ratio
 (and the median of the per-round ratios, which pair runs seconds apart), the same for CPU time
-(user + system, which a busy machine inflates less than wall time), each run's test accuracy,
-and where mlp's time went beyond the floor: its phases as metrics.json records them (data,
-tensorboard, train, writing, test, figures; "build" holds the torch._dynamo import, part of the
-floor) and the rest (mlp's own imports, building the model, exit).  On a shared machine the
+(user + system, which a busy machine inflates less than wall time), its ratio to the paused floor,
+each run's test accuracy, and where mlp's time went: its phases as metrics.json records them
+(data, while a thread imports torch._dynamo; build, the rest of that import and the model;
+tensorboard, train, writing, test, figures) and the time outside them (Python's start, importing
+torch and mlp, the config, the run folder, exit).  On a shared machine the
 ratio is the figure to read; the load average is printed beside it.
 """
 
@@ -31,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 FLOOR = [sys.executable, "-c", "import torch, torch._dynamo"]
+# The same imports with Python's garbage collector paused, as `mlp train` imports them (mlp/imports.py)
+FLOOR_PAUSED = [sys.executable, "-c", "import gc; gc.disable(); import torch, torch._dynamo"]
 
 
 def timed(command: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -53,14 +58,15 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    runs: dict[str, list] = {"floor_wall": [], "floor_cpu": [], "mlp_wall": [], "mlp_cpu": [], "accuracy": [],
-                             "phases": []}
+    runs: dict[str, list] = {"floor_wall": [], "floor_cpu": [], "paused_wall": [], "mlp_wall": [], "mlp_cpu": [],
+                             "accuracy": [], "phases": []}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             wall, cpu, _ = timed(FLOOR, env)
             runs["floor_wall"].append(wall)
             runs["floor_cpu"].append(cpu)
+            runs["paused_wall"].append(timed(FLOOR_PAUSED, env)[0])
             run_dir = Path(tmp) / f"run{r}"
             wall, cpu, done = timed([sys.executable, "-m", "mlp", "train", "-c", args.config, "--run-dir",
                                      str(run_dir), "--no-progress"], env)
@@ -70,21 +76,26 @@ def main() -> None:
             runs["accuracy"].append(metrics["test"]["accuracy"])
             runs["phases"].append(metrics["timings"])
             threads_line = next((line for line in done.stdout.splitlines() if line.startswith("threads")), "")
-    med = {k: statistics.median(runs[k]) for k in ("floor_wall", "floor_cpu", "mlp_wall", "mlp_cpu")}
+    med = {k: statistics.median(runs[k]) for k in ("floor_wall", "floor_cpu", "paused_wall", "mlp_wall", "mlp_cpu")}
     phases = {name: round(statistics.median(p.get(name, 0.0) for p in runs["phases"]), 2)
               for name in runs["phases"][0]}
-    beyond = {name: phases[name] for name in phases if name != "build"}
-    beyond["other"] = round(med["mlp_wall"] - med["floor_wall"] - sum(beyond.values()), 2)
+    # the rest of the process: Python's start, importing torch and mlp, the config, the run folder, exit
+    outside = statistics.median(m - sum(p.values()) for m, p in zip(runs["mlp_wall"], runs["phases"]))
     print(json.dumps({
         "rounds": args.rounds, "config": args.config, "threads": threads_line,
         "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "floor_wall_s": round(med["floor_wall"], 2), "mlp_wall_s": round(med["mlp_wall"], 2),
         "wall_ratio": round(med["mlp_wall"] / med["floor_wall"], 3),
         "wall_ratio_paired": round(statistics.median(m / f for m, f in zip(runs["mlp_wall"], runs["floor_wall"])), 3),
+        "floor_paused_gc_wall_s": round(med["paused_wall"], 2),
+        "wall_ratio_to_paused_gc_floor": round(med["mlp_wall"] / med["paused_wall"], 3),
+        "wall_ratio_to_paused_gc_floor_paired": round(
+            statistics.median(m / f for m, f in zip(runs["mlp_wall"], runs["paused_wall"])), 3),
         "floor_cpu_s": round(med["floor_cpu"], 2), "mlp_cpu_s": round(med["mlp_cpu"], 2),
         "cpu_ratio": round(med["mlp_cpu"] / med["floor_cpu"], 3),
-        "test_accuracy": runs["accuracy"], "mlp_phases_s": phases, "beyond_floor_s": beyond,
-        "each_round": {k: [round(v, 2) for v in runs[k]] for k in ("floor_wall", "mlp_wall", "floor_cpu", "mlp_cpu")},
+        "test_accuracy": runs["accuracy"], "mlp_phases_s": phases, "mlp_outside_phases_s": round(outside, 2),
+        "each_round": {k: [round(v, 2) for v in runs[k]]
+                       for k in ("floor_wall", "paused_wall", "mlp_wall", "floor_cpu", "mlp_cpu")},
     }))
 
 

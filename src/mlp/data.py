@@ -79,7 +79,7 @@ def expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
 
 def files_in_place(data_cfg) -> bool:
     """Whether a named data set's files are all there, so that reading them downloads nothing (and
-    imports nothing: mlp.training.trainer.import_meanwhile); False for an image folder."""
+    imports nothing: mlp.imports.import_meanwhile); False for an image folder."""
     if data_cfg.dataset == "folder":
         return False
     folder, files = expected_files(data_cfg.dataset, resolve_root(data_cfg.root))
