@@ -344,4 +344,9 @@ MUTATIONS: list[Mutation] = [
     M(BOARD_TB, '        if config["train"].get("diagnostics", "step") == "off":\n            return\n', "",
       "the model graph and the input grid are written with the diagnostics off",
       "tests/test_diagnostics.py::test_epoch_mode_histogram_interval_and_off"),
+    M(TRAINER, "            imported()  # the collector back on", "            pass  # the collector back on",
+      "a data read that fails beside the import leaves the collector off",
+      "tests/test_train.py::test_a_read_that_fails_beside_the_import_leaves_the_collector_on_and_nothing_frozen"),
+    M(IMPORTS, "pause = paused_gc(freeze=gc.get_freeze_count() > 0)", "pause = paused_gc()",
+      "mlp.train in a notebook freezes the notebook's objects"),
 ]

@@ -330,9 +330,14 @@ def test_import_meanwhile_imports_on_another_thread_and_leaves_errors_to_the_imp
     (tmp_path / "broken_probe.py").write_text("raise RuntimeError('broken on purpose')\n")
     (tmp_path / "skipped_probe.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
+    import gc
+
+    gc.unfreeze()  # a process that never froze (a notebook): the import pauses the collector, freezes nothing
     wait = import_meanwhile("slow_probe")
+    assert not gc.isenabled()
     wait()
     assert sys.modules["slow_probe"].THREAD == "import slow_probe"
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     import_meanwhile("skipped_probe", when=False)()
     assert "skipped_probe" not in sys.modules
     import_meanwhile("broken_probe")()  # the thread's failure is not raised here ...
@@ -376,3 +381,27 @@ def test_paused_gc_pauses_the_collector_then_freezes_what_exists_and_resumes():
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+FAILED_READ = """
+import gc, sys
+from mlp.config import load_config
+from mlp.errors import UserError
+from mlp.training.loop import fit
+
+assert "torch._dynamo" not in sys.modules
+try:
+    fit(load_config(None, ["data.val_size=1000000"]), "run", progress=False)
+except UserError as e:
+    print("refused:", e)
+    print(gc.isenabled(), gc.get_freeze_count(), "torch._dynamo" in sys.modules)  # at once: the import is over
+"""
+
+
+def test_a_read_that_fails_beside_the_import_leaves_the_collector_on_and_nothing_frozen():
+    """As in a notebook whose mlp.train fails on its data: a new interpreter, torch imported, not dynamo."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(FAILED_READ)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("refused: data.val_size is 1000000") and lines[-1] == "True 0 True"

@@ -26,23 +26,27 @@ from typing import Callable, Iterator
 
 
 @contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside; what exists at the end is frozen, and the collector
-    is back as it was (a pause inside a pause leaves the freezing to the outer one)."""
+def paused_gc(freeze: bool = True) -> Iterator[None]:
+    """No cyclic garbage collection inside; at the end, with ``freeze``, what exists is frozen, and
+    the collector is back as it was (a pause inside a pause leaves the end to the outer one).
+    Freezing is for the process's own entry point (``mlp train``): in a notebook that calls
+    ``mlp.train``, the user's objects would be frozen too."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
-            gc.freeze()
+            if freeze:
+                gc.freeze()
             gc.enable()
 
 
 def import_meanwhile(module: str, when: bool = True) -> Callable[[], None]:
     """Start importing ``module`` on a thread of its own (when ``when`` and it is not imported yet),
-    with the collector paused (``paused_gc``); returns the function that waits for that import to
-    end.  What this thread does meanwhile must import nothing: two threads importing at once can
+    with the collector paused (``paused_gc``, freezing at the end only in a process that has frozen
+    before, as ``mlp train`` has); returns the function that waits for that import to end (call it
+    also when what ran meanwhile failed: it resumes the collector).  What this thread does meanwhile must import nothing: two threads importing at once can
     each wait for a module the other holds.  Reading MNIST or CIFAR from files in place imports
     nothing (tests/test_train.py checks it); a download or an image folder imports torchvision, so
     ``Trainer`` passes ``files_in_place``.  A failed import is left to the import that needs the
@@ -56,7 +60,7 @@ def import_meanwhile(module: str, when: bool = True) -> Callable[[], None]:
         except BaseException:  # noqa: BLE001  raised again where the module is imported for use
             pass
 
-    pause = paused_gc()
+    pause = paused_gc(freeze=gc.get_freeze_count() > 0)
     pause.__enter__()
     thread = threading.Thread(target=run, name=f"import {module}", daemon=True)
     thread.start()

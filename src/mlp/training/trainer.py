@@ -58,11 +58,15 @@ class Trainer:
         # Building the first torch optimizer imports torch._dynamo (about 1.5 s of Python).  A thread
         # imports it while this one reads the data, whose file reads and tensor work release the GIL.
         imported = import_meanwhile("torch._dynamo", when=files_in_place(cfg.data))
-        with self.timed("data"):
-            self.data = load_data(cfg.data, self.device, cfg.seed)
-            # what the training images look like, pixel by pixel: mlp predict's novelty check
-            self.input_profile = input_profile(self.data.train.images) if self.is_main else None
-            self.fingerprint = data_fingerprint(self.data)  # a resume must train on the same data
+        try:
+            with self.timed("data"):
+                self.data = load_data(cfg.data, self.device, cfg.seed)
+                # what the training images look like, pixel by pixel: mlp predict's novelty check
+                self.input_profile = input_profile(self.data.train.images) if self.is_main else None
+                self.fingerprint = data_fingerprint(self.data)  # a resume must train on the same data
+        except BaseException:
+            imported()  # the collector back on, also in a notebook whose mlp.train failed here
+            raise
         with self.timed("build"):  # holds the rest of the torch._dynamo import
             imported()
             check_memory(cfg.model, self.data.input_shape, len(self.data.classes), self.device, cfg.optimizer.name,
